@@ -1,0 +1,107 @@
+
+/*
+ * FlowScale for nginx: the HTTP API of a deployment at location L
+ * (design.md section 5).  This file routes L's URIs; each route's work
+ * lives in the file of its concern.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_flowscale_module.h"
+
+
+static ngx_int_t ngx_http_flowscale_describe(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf);
+static ngx_int_t ngx_http_flowscale_not_allowed(ngx_http_request_t *r,
+    const char *allow);
+
+
+static ngx_str_t  ngx_http_flowscale_json_type =
+    ngx_string("application/json");
+
+
+ngx_int_t
+ngx_http_flowscale_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                       rest;
+    ngx_http_flowscale_loc_conf_t  *flcf;
+
+    flcf = ngx_http_get_module_loc_conf(r, ngx_http_flowscale_module);
+
+    if (r->uri.len < flcf->location.len) {
+        /* "location /v1/x/" asked as "/v1/x" cannot reach here */
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    rest.data = r->uri.data + flcf->location.len;
+    rest.len = r->uri.len - flcf->location.len;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "flowscale: deployment \"%V\" %V \"%V\"",
+                   &flcf->name, &r->method_name, &rest);
+
+    if (rest.len == 0 || (rest.len == 1 && rest.data[0] == '/')) {
+
+        if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+            return ngx_http_flowscale_describe(r, flcf);
+        }
+
+        if (r->method == NGX_HTTP_POST) {
+            ngx_http_discard_request_body(r);
+            return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_IMPLEMENTED,
+                       "not-implemented", "Runs are not available yet",
+                       "This build of FlowScale validates and describes "
+                       "deployments; creating runs is not implemented yet.");
+        }
+
+        return ngx_http_flowscale_not_allowed(r, "GET, HEAD, POST");
+    }
+
+    ngx_http_discard_request_body(r);
+
+    return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
+               "Not Found", "No such resource under this deployment.");
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_describe(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_flowscale_send_json(r, NGX_HTTP_OK,
+                                        &ngx_http_flowscale_json_type,
+                                        &flcf->descriptor);
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_not_allowed(ngx_http_request_t *r, const char *allow)
+{
+    ngx_table_elt_t  *h;
+
+    ngx_http_discard_request_body(r);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = (u_char *) allow;
+    h->value.len = ngx_strlen(allow);
+
+    return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_ALLOWED,
+               "method-not-allowed", "Method Not Allowed",
+               "See the Allow header for the methods of this resource.");
+}

@@ -1,0 +1,101 @@
+
+/*
+ * FlowScale for nginx: configuration shared by the module's files.
+ */
+
+
+#ifndef _NGX_HTTP_FLOWSCALE_MODULE_H_INCLUDED_
+#define _NGX_HTTP_FLOWSCALE_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_flowscale_workflow.h"
+
+
+#define NGX_HTTP_FLOWSCALE_DEFAULT_PROJECT  "default"
+#define NGX_HTTP_FLOWSCALE_DEFAULT_ZONE     "flowscale"
+#define NGX_HTTP_FLOWSCALE_DEFAULT_ZONE_SIZE  (32 * 1024 * 1024)
+#define NGX_HTTP_FLOWSCALE_DEFAULT_POOL     4
+
+
+/* where a directive was written, for messages given after parsing */
+typedef struct {
+    ngx_str_t                       directive;
+    ngx_str_t                       file;
+    ngx_uint_t                      line;
+} ngx_http_flowscale_origin_t;
+
+
+typedef struct {
+    ngx_str_t                       conninfo;
+    ngx_uint_t                      pool_size;
+    ngx_http_flowscale_origin_t    *origin;
+} ngx_http_flowscale_db_conf_t;
+
+
+typedef struct {
+    ngx_shm_zone_t                 *shm_zone;
+    ngx_http_flowscale_db_conf_t   *db;
+    ngx_array_t                     deployments;   /* loc_conf_t * */
+} ngx_http_flowscale_main_conf_t;
+
+
+typedef struct {
+    /* a deployment: set only in its own location, never inherited */
+    ngx_str_t                       name;
+    ngx_str_t                       location;
+    fs_deployment_t                *deployment;
+    ngx_http_flowscale_origin_t    *origin;        /* flowscale_deployment */
+    ngx_http_flowscale_origin_t    *workflow_origin;
+    ngx_str_t                       descriptor;    /* GET L, pre-rendered */
+
+    /* inherited downwards */
+    ngx_str_t                       project;
+    ngx_str_t                       backend_name;
+    ngx_http_flowscale_origin_t    *backend_origin;
+    ngx_http_upstream_srv_conf_t   *backend;
+} ngx_http_flowscale_loc_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                      generation;    /* bumped on each reload */
+} ngx_http_flowscale_shctx_t;
+
+
+typedef struct {
+    ngx_http_flowscale_shctx_t     *sh;
+    ngx_slab_pool_t                *shpool;
+} ngx_http_flowscale_zone_t;
+
+
+extern ngx_module_t  ngx_http_flowscale_module;
+
+
+ngx_http_flowscale_origin_t *ngx_http_flowscale_origin(ngx_conf_t *cf);
+
+char *ngx_http_flowscale_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_flowscale_zone_default(ngx_conf_t *cf,
+    ngx_http_flowscale_main_conf_t *fmcf);
+
+char *ngx_http_flowscale_database(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+ngx_int_t ngx_http_flowscale_read_conf_file(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *text);
+char *ngx_http_flowscale_deployment_check(ngx_conf_t *cf,
+    ngx_http_flowscale_loc_conf_t *flcf);
+
+ngx_int_t ngx_http_flowscale_handler(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_flowscale_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *content_type, ngx_str_t *body);
+ngx_int_t ngx_http_flowscale_problem(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, const char *title,
+    const char *detail);
+
+
+#endif /* _NGX_HTTP_FLOWSCALE_MODULE_H_INCLUDED_ */

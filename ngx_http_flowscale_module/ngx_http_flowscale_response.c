@@ -1,0 +1,108 @@
+
+/*
+ * FlowScale for nginx: sending JSON bodies and RFC 9457 problem details.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_flowscale_module.h"
+
+
+#define NGX_HTTP_FLOWSCALE_PROBLEM_BASE  "urn:flowscale:problem:"
+
+
+static ngx_str_t  ngx_http_flowscale_problem_type =
+    ngx_string("application/problem+json");
+
+
+ngx_int_t
+ngx_http_flowscale_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *content_type, ngx_str_t *body)
+{
+    ngx_int_t    rc;
+    ngx_buf_t   *b;
+    ngx_chain_t  out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_type = *content_type;
+    r->headers_out.content_type_len = content_type->len;
+    r->headers_out.content_length_n = body->len;
+
+    if (r->method == NGX_HTTP_HEAD || body->len == 0) {
+        r->header_only = 1;
+        return ngx_http_send_header(r);
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * {"type": "urn:flowscale:problem:SLUG", "title": ..., "status": ...,
+ *  "detail": ..., "instance": URI}
+ */
+
+ngx_int_t
+ngx_http_flowscale_problem(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *title, const char *detail)
+{
+    char      *text;
+    json_t    *problem;
+    ngx_str_t  body;
+
+    problem = json_pack("{s:s+, s:s, s:i, s:s, s:s%}",
+                        "type", NGX_HTTP_FLOWSCALE_PROBLEM_BASE, type,
+                        "title", title,
+                        "status", (int) status,
+                        "detail", detail,
+                        "instance", r->uri.data, r->uri.len);
+    if (problem == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    text = json_dumps(problem, JSON_COMPACT);
+    json_decref(problem);
+
+    if (text == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.len = ngx_strlen(text);
+    body.data = ngx_pnalloc(r->pool, body.len + 1);
+
+    if (body.data == NULL) {
+        free(text);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(body.data, text, body.len);
+    body.data[body.len++] = '\n';
+    free(text);
+
+    return ngx_http_flowscale_send_json(r, status,
+                                        &ngx_http_flowscale_problem_type,
+                                        &body);
+}
