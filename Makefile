@@ -62,12 +62,12 @@ unit: deps
 	cd t/unit && $(BUILD)/unit/test_workflow
 
 fuzz: deps
-	@mkdir -p $(BUILD)/fuzz
+	@mkdir -p $(BUILD)/fuzz/corpus
 	clang -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -Ingx_http_flowscale_module -o $(BUILD)/fuzz/fuzz_workflow \
 	    fuzz/fuzz_workflow.c $(PURE) -ljansson -lcrypto -lm
 	$(BUILD)/fuzz/fuzz_workflow -max_total_time=$(FUZZ_TIME) \
-	    -dict=fuzz/workflow.dict fuzz/corpus
+	    -dict=fuzz/workflow.dict $(BUILD)/fuzz/corpus fuzz/corpus
 
 test: build unit test-sim test-harness test-nginx
 	@echo "make test: all layers passed"

@@ -30,6 +30,8 @@ static int fs_io_input(fs_deployment_t *d, const char *key, json_t *spec,
 static int fs_io_output(fs_deployment_t *d, const char *key, json_t *spec,
     const void *origin, fs_error_t *err);
 static int fs_type_fits(fs_type_e type, json_t *value);
+static int fs_has_fraction(fs_input_t *in);
+static int fs_is_fraction(json_t *raw);
 static json_t *fs_coerce(fs_input_t *in, json_t *raw, const char *what,
     fs_error_t *err);
 static int fs_input_check_range(fs_input_t *in, fs_error_t *err);
@@ -40,6 +42,7 @@ static char **fs_options_join(size_t n, char **opts, size_t *count,
 static void fs_options_free(char **opts, size_t n);
 static int fs_is_utf8(const char *s);
 static char *fs_value_text(json_t *v);
+static char *fs_value_quoted(json_t *v);
 
 
 static const char *fs_type_names[] = {
@@ -835,6 +838,15 @@ fs_value_text(json_t *v)
 }
 
 
+/* a value as messages show it: strings in quotes */
+
+static char *
+fs_value_quoted(json_t *v)
+{
+    return json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+}
+
+
 static int
 fs_io_output(fs_deployment_t *d, const char *key, json_t *spec,
     const void *origin, fs_error_t *err)
@@ -887,6 +899,14 @@ fs_input_type(fs_input_t *in, json_t *value, const char *class,
                    : json_is_real(value) ? FS_TYPE_NUMBER
                    : json_is_boolean(value) ? FS_TYPE_BOOLEAN
                    : FS_TYPE_NONE;
+
+        /*
+         * ComfyUI's page saves 8.0 as 8: a fractional min, max, default or
+         * option says the input is a number after all.
+         */
+        if (in->type == FS_TYPE_INTEGER && fs_has_fraction(in)) {
+            in->type = FS_TYPE_NUMBER;
+        }
 
         if (in->type == FS_TYPE_NONE) {
             text = fs_value_text(value);
@@ -1023,6 +1043,75 @@ fs_input_type(fs_input_t *in, json_t *value, const char *class,
     }
 
     return fs_input_check_range(in, err);
+}
+
+
+static int
+fs_has_fraction(fs_input_t *in)
+{
+    size_t   i;
+    json_t  *v;
+    char    *list, *item, *save;
+    int      found;
+
+    if (fs_is_fraction(in->default_raw) || fs_is_fraction(in->minimum_raw)
+        || fs_is_fraction(in->maximum_raw))
+    {
+        return 1;
+    }
+
+    json_array_foreach(in->options_raw, i, v) {
+        if (fs_is_fraction(v)) {
+            return 1;
+        }
+    }
+
+    if (!json_is_string(in->options_raw)) {
+        return 0;
+    }
+
+    list = strdup(json_string_value(in->options_raw));
+    if (list == NULL) {
+        return 0;
+    }
+
+    found = 0;
+    save = list;
+
+    while (!found && (item = strsep(&save, "|")) != NULL) {
+        v = json_string(item);
+        found = fs_is_fraction(v);
+        json_decref(v);
+    }
+
+    free(list);
+
+    return found;
+}
+
+
+/* 0.5, "0.5", "1e-3": a number that is not whole */
+
+static int
+fs_is_fraction(json_t *raw)
+{
+    char        *end;
+    double       x;
+    const char  *s;
+
+    if (json_is_real(raw)) {
+        x = json_real_value(raw);
+        return x != floor(x);
+    }
+
+    if (!json_is_string(raw)) {
+        return 0;
+    }
+
+    s = json_string_value(raw);
+    x = strtod(s, &end);
+
+    return end != s && *end == '\0' && isfinite(x) && x != floor(x);
 }
 
 
@@ -1168,7 +1257,7 @@ fs_input_check_range(fs_input_t *in, fs_error_t *err)
     char    *text;
 
     if (in->default_value && !fs_in_range(in, in->default_value)) {
-        text = fs_value_text(in->default_value);
+        text = fs_value_quoted(in->default_value);
         fs_error(err, in->origin, "input \"%s\": default=%s is outside "
                  "min..max", in->name, text ? text : "");
         free(text);
@@ -1180,7 +1269,7 @@ fs_input_check_range(fs_input_t *in, fs_error_t *err)
     }
 
     json_array_foreach(in->options, i, option) {
-        text = fs_value_text(option);
+        text = fs_value_quoted(option);
 
         if (json_is_string(option) && json_string_length(option) == 0) {
             fs_error(err, in->origin, "input \"%s\": options= has an empty "
@@ -1215,7 +1304,7 @@ fs_input_check_range(fs_input_t *in, fs_error_t *err)
             }
         }
 
-        text = fs_value_text(in->default_value);
+        text = fs_value_quoted(in->default_value);
         fs_error(err, in->origin, "input \"%s\": default=%s is not one of "
                  "options=", in->name, text ? text : "");
         free(text);

@@ -42,7 +42,7 @@ __DATA__
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 6.text required;
         flowscale_input seed 3.seed default=random;
         flowscale_output result 9;
@@ -64,7 +64,7 @@ GET /v1/t
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
@@ -81,7 +81,7 @@ qr{\[emerg\] .*flowscale_workflow: workflow ".*/wf\.json" is not valid JSON \(.*
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
@@ -98,7 +98,7 @@ qr{\[emerg\] .*flowscale_workflow: workflow ".*/wf\.json" is in ComfyUI's UI for
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 3;
         flowscale_backend comfyui;
     }
@@ -112,7 +112,7 @@ qr{\[emerg\] .*workflow ".*/wf\.json": node "3" has no "class_type"; this is not
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 60.text;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -127,7 +127,7 @@ qr{\[emerg\] .*flowscale_input in deployment "t": input "prompt": workflow ".*/w
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input steps 3.stepz min=1;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -142,7 +142,7 @@ qr{\[emerg\] .*flowscale_input in deployment "t": input "steps": node "3" \(KSam
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input model 3.model;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -157,7 +157,7 @@ qr{\[emerg\] .*flowscale_input in deployment "t": input "model": 3\.model \(KSam
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input steps 3.steps type=string;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -172,7 +172,7 @@ qr{\[emerg\] .*flowscale_input in deployment "t": input "steps": type string doe
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input steps 3.steps default=twenty;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -187,7 +187,7 @@ qr{\[emerg\] .*flowscale_input in deployment "t": input "steps": default="twenty
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input cfg 3.cfg default=random;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -202,7 +202,7 @@ qr{\[emerg\] .*input "cfg": default=random only applies to integer inputs \(seed
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input steps 3.steps min=50 max=1;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -217,7 +217,7 @@ qr{\[emerg\] .*flowscale_input in deployment "t": input "steps": min=50 is above
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 6.text min=1;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -232,7 +232,7 @@ qr{\[emerg\] .*input "prompt": min= and max= only apply to integer and number in
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input cfg 3.cfg max=lots;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -247,7 +247,7 @@ qr{\[emerg\] .*input "cfg": max="lots" does not fit its type number; use a numbe
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input steps 3.steps min=1 max=50 default=80;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -262,7 +262,7 @@ qr{\[emerg\] .*input "steps": default=80 is outside min\.\.max}
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input sampler 3.sampler_name options=euler|ddim default=heun;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -277,7 +277,7 @@ qr{\[emerg\] .*input "sampler": default="heun" is not one of options=}
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input sampler 3.sampler_name options=euler||ddim;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -292,7 +292,7 @@ qr{\[emerg\] .*input "sampler": options= has an empty item; separate options wit
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input steps 3.steps options=10|twenty;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -307,7 +307,7 @@ qr{\[emerg\] .*input "steps": options="twenty" does not fit its type integer}
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 6.text;
         flowscale_input prompt 3.sampler_name;
         flowscale_output result 9;
@@ -323,7 +323,7 @@ qr{\[emerg\] .*flowscale_input in deployment "t": input "prompt" is declared twi
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 6.text;
         flowscale_input text 6.text;
         flowscale_output result 9;
@@ -339,7 +339,7 @@ qr{\[emerg\] .*inputs "prompt" and "text" both write 6\.text; declare each NODE\
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input 2prompt 6.text;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -354,7 +354,7 @@ qr{\[emerg\] .*flowscale_input: input name "2prompt" is not an identifier: use l
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt text;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -369,7 +369,7 @@ qr{\[emerg\] .*flowscale_input: input "prompt": "text" is not NODE\.INPUT, for e
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 6.text lable=Prompt;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -384,7 +384,7 @@ qr{\[emerg\] .*flowscale_input: input "prompt": unknown parameter "lable=Prompt"
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 6.text type=text;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -399,7 +399,7 @@ qr{\[emerg\] .*input "prompt": unknown type "text"; use string, integer, number,
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 6.text required default=dog;
         flowscale_output result 9;
         flowscale_backend comfyui;
@@ -414,7 +414,7 @@ qr{\[emerg\] .*input "prompt": "required" and "default=" contradict each other; 
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 90;
         flowscale_backend comfyui;
     }
@@ -428,7 +428,7 @@ qr{\[emerg\] .*flowscale_output in deployment "t": output "result": workflow ".*
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_input prompt 6.text;
         flowscale_backend comfyui;
     }
@@ -442,7 +442,7 @@ qr{\[emerg\] .*flowscale_workflow in deployment "t": workflow ".*/wf\.json" has 
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_output result 8;
         flowscale_backend comfyui;
@@ -457,13 +457,13 @@ qr{\[emerg\] .*output "result" is declared twice; give each output its own name}
 --- config
     location ~ ^/v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_deployment "t" must be in a plain prefix location such as "location /v1/t", not in "location ~ \^/v1/t": its runs, outputs and documents live under that prefix in .*nginx\.conf:\d+}
+qr{\[emerg\] .*flowscale_deployment "t" must be in a plain prefix location such as "location /v1/t", not in "location ~ \^/v1/t": its runs, outputs and documents live under that prefix in .*nginx\.conf:\d+}
 
 
 
@@ -471,13 +471,13 @@ qr{\[emerg\] flowscale_deployment "t" must be in a plain prefix location such as
 --- config
     location = /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_deployment "t" must be in a plain prefix location .* not in "location = /v1/t"}
+qr{\[emerg\] .*flowscale_deployment "t" must be in a plain prefix location .* not in "location = /v1/t"}
 
 
 
@@ -485,13 +485,13 @@ qr{\[emerg\] flowscale_deployment "t" must be in a plain prefix location .* not 
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend gpus;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_backend in deployment "t": no upstream "gpus" is defined; add "upstream gpus \{ server HOST:PORT; \}" with the ComfyUI servers in the http block in .*nginx\.conf:\d+}
+qr{\[emerg\] .*flowscale_backend in deployment "t": no upstream "gpus" is defined; add "upstream gpus \{ server HOST:PORT; \}" with the ComfyUI servers in the http block in .*nginx\.conf:\d+}
 
 
 
@@ -499,12 +499,12 @@ qr{\[emerg\] flowscale_backend in deployment "t": no upstream "gpus" is defined;
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_deployment in deployment "t": no backend: add "flowscale_backend UPSTREAM"}
+qr{\[emerg\] .*flowscale_deployment in deployment "t": no backend: add "flowscale_backend UPSTREAM"}
 
 
 
@@ -517,7 +517,7 @@ qr{\[emerg\] flowscale_deployment in deployment "t": no backend: add "flowscale_
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_deployment in deployment "t": no workflow: add "flowscale_workflow FILE\.json"}
+qr{\[emerg\] .*flowscale_deployment in deployment "t": no workflow: add "flowscale_workflow FILE\.json"}
 
 
 
@@ -525,7 +525,7 @@ qr{\[emerg\] flowscale_deployment in deployment "t": no workflow: add "flowscale
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/missing.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/missing.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
@@ -541,13 +541,13 @@ qr{\[emerg\] .*flowscale_workflow: cannot open ".*/missing\.json"}
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_deployment needs "flowscale_database" in the http block}
+qr{\[emerg\] .*flowscale_deployment needs "flowscale_database" in the http block}
 
 
 
@@ -558,13 +558,13 @@ qr{\[emerg\] flowscale_deployment needs "flowscale_database" in the http block}
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_database: host=db\.example\.com would be looked up with a blocking DNS query in every worker; give its address with hostaddr=}
+qr{\[emerg\] .*flowscale_database: host=db\.example\.com would be looked up with a blocking DNS query in every worker; give its address with hostaddr=}
 
 
 
@@ -574,7 +574,7 @@ qr{\[emerg\] flowscale_database: host=db\.example\.com would be looked up with a
 --- config
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_database: invalid connection string "dbname=flowscale nosuchoption=1": invalid connection option "nosuchoption"}
+qr{\[emerg\] .*flowscale_database: invalid connection string "dbname=flowscale nosuchoption=1": invalid connection option "nosuchoption"}
 
 
 
@@ -584,7 +584,7 @@ qr{\[emerg\] flowscale_database: invalid connection string "dbname=flowscale nos
 --- config
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_zone "flowscale" must be NAME:SIZE, for example flowscale:32m}
+qr{\[emerg\] .*flowscale_zone "flowscale" must be NAME:SIZE, for example flowscale:32m}
 
 
 
@@ -592,13 +592,13 @@ qr{\[emerg\] flowscale_zone "flowscale" must be NAME:SIZE, for example flowscale
 --- config
     location /v1/t {
         flowscale_deployment "t x";
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_deployment name "t x" is invalid: use 1 to 64 letters, digits, "_", "-" and "\."}
+qr{\[emerg\] .*flowscale_deployment name "t x" is invalid: use 1 to 64 letters, digits, "_", "-" and "\."}
 
 
 
@@ -614,13 +614,13 @@ qr{\[emerg\] flowscale_deployment name "t x" is invalid: use 1 to 64 letters, di
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
-        flowscale_io $TEST_NGINX_HTML_DIR/io.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
+        flowscale_io $TEST_NGINX_SERVER_ROOT/html/io.json;
         flowscale_backend comfyui;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_io in deployment "t": input "prompt": workflow ".*/wf\.json" has no node "7" \(its nodes: 4, 6, 9\)}
+qr{\[emerg\] .*flowscale_io in deployment "t": input "prompt": workflow ".*/wf\.json" has no node "7" \(its nodes: 4, 6, 9\)}
 
 
 
@@ -633,13 +633,13 @@ qr{\[emerg\] flowscale_io in deployment "t": input "prompt": workflow ".*/wf\.js
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
-        flowscale_io $TEST_NGINX_HTML_DIR/io.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
+        flowscale_io $TEST_NGINX_SERVER_ROOT/html/io.json;
         flowscale_backend comfyui;
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] flowscale_io: I/O file ".*/io\.json" is not valid JSON}
+qr{\[emerg\] .*flowscale_io: I/O file ".*/io\.json" is not valid JSON}
 
 
 
@@ -650,7 +650,7 @@ qr{\[emerg\] flowscale_io: I/O file ".*/io\.json" is not valid JSON}
 --- config
     location /v1/t {
         flowscale_deployment t;
-        flowscale_workflow $TEST_NGINX_HTML_DIR/wf.json;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
         flowscale_output result 9;
         flowscale_backend comfyui;
     }
@@ -669,4 +669,4 @@ qr{\[emerg\] .*workflow ".*/wf\.json": node "9" \(SaveImage\) input "images" lin
     }
 --- must_die
 --- error_log eval
-qr{\[emerg\] "flowscale_deployment" directive is not allowed here}
+qr{\[emerg\] .*"flowscale_deployment" directive is not allowed here}

@@ -206,7 +206,7 @@ qr{"name": "image",\s*"label": "image",\s*"type": "image",\s*"required": true,\s
     location /v1/io {
         flowscale_deployment io;
         flowscale_workflow $TEST_NGINX_WORKFLOWS/txt2img.json;
-        flowscale_io $TEST_NGINX_HTML_DIR/io.json;
+        flowscale_io $TEST_NGINX_SERVER_ROOT/html/io.json;
         flowscale_backend comfyui;
     }
 --- request

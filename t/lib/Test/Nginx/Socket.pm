@@ -850,8 +850,15 @@ sub _run_must_die {
             Test::More::isnt($status, 0, "$name - die as expected");
         }
 
-        # what nginx printed on stderr counts as error log output here
-        _check_error_log($block, undef, $i, 0, _stderr_from($stderr_pos));
+        # Like upstream, only logs/error.log is checked, where a line reads
+        # "DATE [emerg] PID#TID: message" (stderr has "nginx: [emerg] message").
+        # On a failure, show what nginx printed to help the test's author.
+        my $failed = _check_error_log($block, undef, $i, 0);
+        if ($failed) {
+            Test::More::diag("nginx printed on stderr (error_log checks read "
+                             . "logs/error.log only):\n"
+                             . join '', @{ _stderr_from($stderr_pos) });
+        }
 
         if ($status == 0) {
             warn "WARNING: $name - nginx must die but it does not; "
@@ -1459,6 +1466,7 @@ sub _contains {
 # Each pattern is one test.
 sub _check_log_patterns {
     my ($name, $lines, $want, $forbid, $what, $suffix) = @_;
+    my $failed = 0;
 
     if (defined $want) {
         my $pats = _patterns($want);
@@ -1470,6 +1478,7 @@ sub _check_log_patterns {
             } else {
                 Test::More::fail("$name - pattern \"$pat\" should match a line "
                                  . "in $what$suffix");
+                $failed++;
             }
         }
     }
@@ -1484,6 +1493,7 @@ sub _check_log_patterns {
                                  . "in $what$suffix");
                 next;
             }
+            $failed++;
             my $i = $hits[0];
             my $end = $i + 10 < $#$lines ? $i + 10 : $#$lines;
             Test::More::fail("$name - pattern \"$p\" should not match any line"
@@ -1492,15 +1502,15 @@ sub _check_log_patterns {
                              . join '', @$lines[$i + 1 .. $end]);
         }
     }
+    return $failed;
 }
 
 sub _check_error_log {
-    my ($block, $res, $repeated, $need_array, $extra) = @_;
+    my ($block, $res, $repeated, $need_array) = @_;
     my $name = $block->name;
     my $lines = _log_lines($ErrLogFile, \$ErrLogFilePos);
-    push @$lines, @$extra if $extra;
 
-    _check_log_patterns($name, $lines, scalar $block->error_log,
+    my $failed = _check_log_patterns($name, $lines, scalar $block->error_log,
                         scalar $block->no_error_log,
                         'error.log', " (req $repeated)");
 
@@ -1517,8 +1527,10 @@ sub _check_error_log {
         if ($line =~ /\bAssertion .*?failed\b/) {
             chomp(my $l = $line);
             Test::More::fail("$name - $l\n");
+            $failed++;
         }
     }
+    return $failed;
 }
 
 sub _check_access_log {
@@ -1652,8 +1664,10 @@ C<TEST_NGINX_SERVER_ROOT> are set by the module.
 
 For C<--- must_die> nginx is started with the block's configuration and the
 block passes if nginx fails to start (with the given exit code, if any);
-C<error_log> and C<no_error_log> then apply to the error log and to what nginx
-printed on stderr.
+C<error_log> and C<no_error_log> then apply to F<logs/error.log> only, as
+upstream (there a line reads C<DATE [emerg] PID#TID: message>, while stderr
+has C<nginx: [emerg] message>); what nginx printed on stderr is shown as a
+diagnostic when such a check fails.
 
 =head2 Environment
 
