@@ -8,8 +8,10 @@ NGX_SRC     := /usr/share/nginx/src
 MODULE      := $(BUILD)/ngx_http_flowscale_module.so
 ASAN_MODULE := $(BUILD)/asan/ngx_http_flowscale_module.so
 SOURCES     := config $(wildcard ngx_http_flowscale_module/*.[ch])
-PURE        := ngx_http_flowscale_module/ngx_http_flowscale_workflow.c \
-               ngx_http_flowscale_module/ngx_http_flowscale_io.c
+# the pure C parts (jansson only): unit-tested and fuzzed on their own
+PURE        := $(wildcard $(addprefix ngx_http_flowscale_module/ngx_http_flowscale_,\
+                 workflow.c io.c form.c inputs.c reply.c))
+UNIT_TESTS  := $(basename $(notdir $(wildcard t/unit/test_*.c)))
 PY          := /usr/bin/python3
 FUZZ_TIME   ?= 60
 
@@ -54,20 +56,30 @@ $(ASAN_MODULE): $(SOURCES)
 	@bash build-module.sh $(BUILD)/nginx-asan \
 	    "-fsanitize=address -fno-omit-frame-pointer -g -O1" $@
 
-unit: deps
+unit: deps $(addprefix $(BUILD)/unit/,$(UNIT_TESTS))
+	@set -e; cd t/unit && for t in $(UNIT_TESTS); do $(BUILD)/unit/$$t; done
+
+$(BUILD)/unit/%: t/unit/%.c $(PURE) $(wildcard ngx_http_flowscale_module/*.h)
 	@mkdir -p $(BUILD)/unit
 	gcc -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined \
-	    -Ingx_http_flowscale_module -o $(BUILD)/unit/test_workflow \
-	    t/unit/test_workflow.c $(PURE) -ljansson -lcrypto -lcmocka -lm
-	cd t/unit && $(BUILD)/unit/test_workflow
+	    -Ingx_http_flowscale_module -o $@ $< $(PURE) \
+	    -ljansson -lcrypto -lcmocka -lm
+
+# each fuzz/fuzz_*.c target runs FUZZ_TIME seconds; new inputs go to build/
+FUZZERS     := $(basename $(notdir $(wildcard fuzz/fuzz_*.c)))
 
 fuzz: deps
-	@mkdir -p $(BUILD)/fuzz/corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -Ingx_http_flowscale_module -o $(BUILD)/fuzz/fuzz_workflow \
-	    fuzz/fuzz_workflow.c $(PURE) -ljansson -lcrypto -lm
-	$(BUILD)/fuzz/fuzz_workflow -max_total_time=$(FUZZ_TIME) \
-	    -dict=fuzz/workflow.dict $(BUILD)/fuzz/corpus fuzz/corpus
+	@set -e; for f in $(FUZZERS); do \
+	    mkdir -p $(BUILD)/fuzz/$$f; \
+	    clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	        -Ingx_http_flowscale_module -o $(BUILD)/fuzz/$$f.bin \
+	        fuzz/$$f.c $(PURE) -ljansson -lcrypto -lm; \
+	    dict=; [ -f fuzz/$${f#fuzz_}.dict ] && dict=-dict=fuzz/$${f#fuzz_}.dict; \
+	    seeds=; [ -d fuzz/corpus/$${f#fuzz_} ] && seeds=fuzz/corpus/$${f#fuzz_}; \
+	    echo "fuzz: $$f for $(FUZZ_TIME)s"; \
+	    $(BUILD)/fuzz/$$f.bin -max_total_time=$(FUZZ_TIME) $$dict \
+	        $(BUILD)/fuzz/$$f $$seeds; \
+	done
 
 test: build unit test-sim test-harness test-nginx
 	@echo "make test: all layers passed"

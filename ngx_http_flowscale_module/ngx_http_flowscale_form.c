@@ -50,6 +50,7 @@ static int fs_base64_decode(const unsigned char *p, size_t len,
 static char *fs_media_type(const char *p, size_t len);
 static int fs_is_token_char(int c);
 static int fs_is_utf8(const unsigned char *p, size_t len);
+static const char *fs_echo(const char *s, char *buf, size_t size);
 
 
 static void
@@ -64,6 +65,32 @@ fs_form_error(char *err, size_t errlen, const char *fmt, ...)
     va_start(args, fmt);
     vsnprintf(err, errlen, fmt, args);
     va_end(args);
+}
+
+
+/*
+ * A field name for a message: printable ASCII only and short, so that the
+ * message is always valid UTF-8 JSON text, whatever the caller sent.
+ */
+
+static const char *
+fs_echo(const char *s, char *buf, size_t size)
+{
+    size_t  i;
+
+    for (i = 0; s[i] && i + 4 < size; i++) {
+        buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    }
+
+    if (s[i] && size >= 4) {
+        i = i < size - 4 ? i : size - 4;
+        memcpy(buf + i, "...", 3);
+        i += 3;
+    }
+
+    buf[i] = '\0';
+
+    return buf;
 }
 
 
@@ -144,7 +171,8 @@ fs_is_token_char(int c)
 {
     /* RFC 9110 tchar */
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-           || (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+           || (c >= '0' && c <= '9')
+           || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
 
@@ -326,6 +354,16 @@ fs_boundary(const char *header, char *boundary, size_t *blen, char *err,
         fs_form_error(err, errlen, "the multipart boundary is longer than "
                       "%d characters", FS_BOUNDARY_MAX);
         return -1;
+    }
+
+    /* RFC 2046 allows less; printable ASCII keeps messages printable */
+    for (end = value; *end; end++) {
+        if (*end < 0x20 || *end > 0x7e) {
+            free(value);
+            fs_form_error(err, errlen, "the multipart boundary has a byte "
+                          "that is not printable ASCII");
+            return -1;
+        }
     }
 
     /* the delimiter is "--" followed by the boundary */
@@ -701,11 +739,7 @@ fs_percent_decode(const unsigned char *p, size_t len, int plus,
 
     for (i = 0; i < len; i++) {
         if (p[i] == '%') {
-            if (i + 2 >= len + 0 && i + 2 > len - 1 + 1) {
-                goto bad;
-            }
-
-            if (i + 2 >= len + 1 || fs_hex(p[i + 1]) < 0
+            if (i + 2 >= len || fs_hex(p[i + 1]) < 0
                 || fs_hex(p[i + 2]) < 0)
             {
                 goto bad;
@@ -745,6 +779,7 @@ int
 fs_urlencoded_parse(const unsigned char *body, size_t len, fs_part_t **parts,
     size_t *nparts, char *err, size_t errlen)
 {
+    char                  echo[72];
     size_t                nlen, vlen, outlen;
     fs_part_t            *part;
     fs_parts_t            a;
@@ -802,9 +837,9 @@ fs_urlencoded_parse(const unsigned char *body, size_t len, fs_part_t **parts,
             part->owned = fs_percent_decode(value, vlen, 1, &part->len);
 
             if (part->owned == NULL) {
-                fs_form_error(err, errlen, "field \"%.64s\" of the form has "
+                fs_form_error(err, errlen, "field \"%s\" of the form has "
                               "a bad %%-escape (use %%XX with two hex digits)",
-                              part->name);
+                              fs_echo(part->name, echo, sizeof(echo)));
                 goto failed;
             }
 
@@ -842,6 +877,7 @@ int
 fs_form_split(fs_part_t *parts, size_t n, json_t **given, size_t *nfiles,
     char *err, size_t errlen)
 {
+    char        echo[72];
     size_t      i, j, k;
     json_t     *obj, *s;
     fs_part_t   tmp;
@@ -869,10 +905,21 @@ fs_form_split(fs_part_t *parts, size_t n, json_t **given, size_t *nfiles,
             continue;
         }
 
+        if (!fs_is_utf8((const unsigned char *) parts[i].name,
+                        strlen(parts[i].name)))
+        {
+            fs_form_error(err, errlen, "the name of field \"%s\" is not "
+                          "valid UTF-8 text",
+                          fs_echo(parts[i].name, echo, sizeof(echo)));
+            json_decref(obj);
+            return -1;
+        }
+
         if (parts[i].filename == NULL) {
             if (!fs_is_utf8(parts[i].data, parts[i].len)) {
-                fs_form_error(err, errlen, "field \"%.64s\" is not valid "
-                              "UTF-8 text", parts[i].name);
+                fs_form_error(err, errlen, "field \"%s\" is not valid "
+                              "UTF-8 text",
+                              fs_echo(parts[i].name, echo, sizeof(echo)));
                 json_decref(obj);
                 return -1;
             }

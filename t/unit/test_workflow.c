@@ -611,7 +611,7 @@ test_options(void **state)
 
     assert_int_equal(one_input("sampler", "3.sampler_name",
                                "options=euler|ddim|euler", &err), AT_CHECK);
-    assert_msg(&err, "input \"sampler\": option euler is listed twice");
+    assert_msg(&err, "input \"sampler\": option \"euler\" is listed twice");
 
     /* typed before they are compared */
     assert_int_equal(one_input("steps", "3.steps", "options=10|010", &err),
