@@ -17,6 +17,8 @@ static ngx_int_t ngx_http_flowscale_describe(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
 static ngx_int_t ngx_http_flowscale_not_allowed(ngx_http_request_t *r,
     const char *allow);
+static ngx_int_t ngx_http_flowscale_run_routes(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *rest);
 
 
 static ngx_str_t  ngx_http_flowscale_json_type =
@@ -50,20 +52,59 @@ ngx_http_flowscale_handler(ngx_http_request_t *r)
         }
 
         if (r->method == NGX_HTTP_POST) {
-            ngx_http_discard_request_body(r);
-            return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_IMPLEMENTED,
-                       "not-implemented", "Runs are not available yet",
-                       "This build of FlowScale validates and describes "
-                       "deployments; creating runs is not implemented yet.");
+            return ngx_http_flowscale_create(r, flcf);
         }
 
         return ngx_http_flowscale_not_allowed(r, "GET, HEAD, POST");
+    }
+
+    if (rest.len > sizeof("/runs/") - 1
+        && ngx_strncmp(rest.data, "/runs/", sizeof("/runs/") - 1) == 0)
+    {
+        return ngx_http_flowscale_run_routes(r, flcf, &rest);
     }
 
     ngx_http_discard_request_body(r);
 
     return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
                "Not Found", "No such resource under this deployment.");
+}
+
+
+/* L/runs/ID, L/runs/ID/outputs/NAME/N */
+
+static ngx_int_t
+ngx_http_flowscale_run_routes(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *rest)
+{
+    u_char     *p, *last;
+    ngx_int_t   rc;
+    ngx_str_t   id;
+
+    p = rest->data + sizeof("/runs/") - 1;
+    last = rest->data + rest->len;
+
+    id.data = p;
+    while (p < last && *p != '/') {
+        p++;
+    }
+    id.len = p - id.data;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (p == last || (p + 1 == last)) {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_flowscale_not_allowed(r, "GET, HEAD");
+        }
+
+        return ngx_http_flowscale_send_run(r, flcf, &id, NGX_HTTP_OK);
+    }
+
+    return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
+               "Not Found", "No such resource under this run.");
 }
 
 

@@ -226,3 +226,18 @@ ngx_http_flowscale_render_descriptor(ngx_conf_t *cf,
 
     return flcf->descriptor.data ? NGX_OK : NGX_ERROR;
 }
+
+
+fs_input_t *
+ngx_http_flowscale_find_input(fs_deployment_t *d, const char *name)
+{
+    size_t  i;
+
+    for (i = 0; i < d->ninputs; i++) {
+        if (ngx_strcmp(d->inputs[i].name, name) == 0) {
+            return &d->inputs[i];
+        }
+    }
+
+    return NULL;
+}

@@ -41,7 +41,7 @@ static int fs_multipart_headers(fs_part_t *part, size_t index,
     size_t errlen);
 static int fs_multipart_header(fs_part_t *part, size_t index,
     const char *name, size_t nlen, const char *value, size_t vlen,
-    char *err, size_t errlen);
+    int *disposition, char *err, size_t errlen);
 static int fs_hex(int c);
 static unsigned char *fs_percent_decode(const unsigned char *p, size_t len,
     int plus, size_t *outlen);
@@ -506,7 +506,7 @@ static int
 fs_multipart_headers(fs_part_t *part, size_t index, const unsigned char *p,
     const unsigned char *end, char *err, size_t errlen)
 {
-    int                   rc;
+    int                   rc, disposition;
     char                 *value, *grown;
     size_t                vlen, vcap, nlen;
     const unsigned char  *line, *eol, *next, *colon, *name, *s;
@@ -517,6 +517,7 @@ fs_multipart_headers(fs_part_t *part, size_t index, const unsigned char *p,
     name = NULL;
     nlen = 0;
     rc = 0;
+    disposition = 0;
 
     for ( ;; ) {
         if (p == end) {
@@ -557,7 +558,7 @@ fs_multipart_headers(fs_part_t *part, size_t index, const unsigned char *p,
 
         if (name != NULL) {
             rc = fs_multipart_header(part, index, (const char *) name, nlen,
-                                     value, vlen, err, errlen);
+                                     value, vlen, &disposition, err, errlen);
             name = NULL;
 
             if (rc != 0) {
@@ -619,7 +620,8 @@ fs_multipart_headers(fs_part_t *part, size_t index, const unsigned char *p,
 
 static int
 fs_multipart_header(fs_part_t *part, size_t index, const char *name,
-    size_t nlen, const char *value, size_t vlen, char *err, size_t errlen)
+    size_t nlen, const char *value, size_t vlen, int *disposition, char *err,
+    size_t errlen)
 {
     int          rc;
     char        *v;
@@ -643,11 +645,13 @@ fs_multipart_header(fs_part_t *part, size_t index, const char *name,
     }
 
     if (nlen == 19 && strncasecmp(name, "Content-Disposition", 19) == 0) {
-        if (part->name != NULL) {
+        if (*disposition) {
             fs_form_error(err, errlen, "part %zu of the multipart body has "
                           "two Content-Disposition headers", index);
             return -1;
         }
+
+        *disposition = 1;
 
         /* "form-data" only; anything else is not a form field */
         if ((size_t) (end - p) < 9 || strncasecmp(p, "form-data", 9) != 0

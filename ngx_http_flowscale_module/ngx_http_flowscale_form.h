@@ -21,7 +21,7 @@
 #include <jansson.h>
 
 
-#define FS_FORM_MAX_PARTS      4096
+#define FS_FORM_MAX_PARTS      1000
 #define FS_BOUNDARY_MAX        200
 
 

@@ -73,16 +73,31 @@ void fs_files_free(fs_file_t *files, size_t n);
 
 /*
  * The prompt graph for ComfyUI: a deep copy of d->workflow with each value
- * of values written, correctly typed, into its input's NODE.INPUT slot;
- * a file input whose value is an object takes uploaded[name] (the string
- * /upload/image answered, "subfolder/name" or "name"); and the
- * filename_prefix of every declared output node and of every other node
- * whose filename_prefix is a string set to prefix.  Nothing else changes.
- * NULL when out of memory, or when a value does not fit its input or an
- * uploaded name is missing (a bug of the caller, never of the client).
+ * of values written, correctly typed, into its input's NODE.INPUT slot, and
+ * the filename_prefix of every declared output node and of every other node
+ * whose filename_prefix is a string set to prefix (NULL: left alone).  A
+ * prefix fed by a link is left alone: links never change.  Nothing else
+ * changes, and keys of values that are no declared input are ignored.
+ *
+ * A file input whose value is an object (a given file) takes
+ * uploaded[name], the string /upload/image answered ("subfolder/name" or
+ * "name"); with uploaded NULL, before the upload, it takes the file's safe
+ * filename as a placeholder, to be replaced by fs_prompt_set_uploads() once
+ * uploaded.  A file input whose value is a string (its default) takes it.
+ *
+ * NULL when out of memory, when a value does not fit its input or when
+ * uploaded lacks a given file: bugs of the caller, never of the client.
  */
 json_t *fs_prompt_build(const fs_deployment_t *d, json_t *values,
     json_t *uploaded, const char *prefix);
+
+/*
+ * At dispatch, after the files went to the chosen backend: writes each
+ * uploaded[name] of a declared file input into its slot of a prompt from
+ * fs_prompt_build (other keys are ignored).  -1 if a name is no string.
+ */
+int fs_prompt_set_uploads(const fs_deployment_t *d, json_t *prompt,
+    json_t *uploaded);
 
 /* the content type of some bytes from their magic, or NULL */
 const char *fs_sniff(const unsigned char *data, size_t len);

@@ -15,6 +15,12 @@
 #include <ngx_http.h>
 
 #include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_pg.h"
+#include "ngx_http_flowscale_dispatch.h"
+
+
+#define NGX_HTTP_FLOWSCALE_DEFAULT_DEPTH     2
+#define NGX_HTTP_FLOWSCALE_DEFAULT_MAX_WAIT  60000
 
 
 static void *ngx_http_flowscale_create_main_conf(ngx_conf_t *cf);
@@ -22,6 +28,8 @@ static void *ngx_http_flowscale_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_flowscale_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_flowscale_init_process(ngx_cycle_t *cycle);
+static void ngx_http_flowscale_exit_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_flowscale_deployment(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -49,7 +57,26 @@ static ngx_int_t ngx_http_flowscale_check_name(ngx_conf_t *cf,
     ngx_str_t *value, const char *what);
 
 
+static ngx_conf_num_bounds_t  ngx_http_flowscale_depth_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000
+};
+
+
 static ngx_command_t  ngx_http_flowscale_commands[] = {
+
+    { ngx_string("flowscale_backend_depth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, backend_depth),
+      &ngx_http_flowscale_depth_bounds },
+
+    { ngx_string("flowscale_max_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, max_wait),
+      NULL },
 
     { ngx_string("flowscale_database"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
@@ -140,10 +167,10 @@ ngx_module_t  ngx_http_flowscale_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_flowscale_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_flowscale_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -197,6 +224,9 @@ ngx_http_flowscale_create_loc_conf(ngx_conf_t *cf)
      *     flcf->backend = NULL;
      */
 
+    flcf->backend_depth = NGX_CONF_UNSET_UINT;
+    flcf->max_wait = NGX_CONF_UNSET_MSEC;
+
     return flcf;
 }
 
@@ -212,6 +242,10 @@ ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_str_value(conf->project, prev->project,
                              NGX_HTTP_FLOWSCALE_DEFAULT_PROJECT);
+    ngx_conf_merge_uint_value(conf->backend_depth, prev->backend_depth,
+                              NGX_HTTP_FLOWSCALE_DEFAULT_DEPTH);
+    ngx_conf_merge_msec_value(conf->max_wait, prev->max_wait,
+                              NGX_HTTP_FLOWSCALE_DEFAULT_MAX_WAIT);
 
     if (conf->backend_name.data == NULL) {
         conf->backend_name = prev->backend_name;
@@ -259,6 +293,31 @@ ngx_http_flowscale_postconfiguration(ngx_conf_t *cf)
     }
 
     return ngx_http_flowscale_zone_default(cf, fmcf);
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_init_process(ngx_cycle_t *cycle)
+{
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_http_flowscale_pg_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_flowscale_dispatch_init_process(cycle);
+}
+
+
+static void
+ngx_http_flowscale_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_flowscale_dispatch_exit_process(cycle);
+    ngx_http_flowscale_pg_exit_process(cycle);
 }
 
 

@@ -13,12 +13,14 @@
 #include <ngx_http.h>
 
 #include "ngx_http_flowscale_workflow.h"
+#include "ngx_http_flowscale_runs.h"
 
 
 #define NGX_HTTP_FLOWSCALE_DEFAULT_PROJECT  "default"
 #define NGX_HTTP_FLOWSCALE_DEFAULT_ZONE     "flowscale"
 #define NGX_HTTP_FLOWSCALE_DEFAULT_ZONE_SIZE  (32 * 1024 * 1024)
 #define NGX_HTTP_FLOWSCALE_DEFAULT_POOL     4
+#define NGX_HTTP_FLOWSCALE_UNPROCESSABLE    422
 
 
 /* where a directive was written, for messages given after parsing */
@@ -57,18 +59,9 @@ typedef struct {
     ngx_str_t                       backend_name;
     ngx_http_flowscale_origin_t    *backend_origin;
     ngx_http_upstream_srv_conf_t   *backend;
+    ngx_uint_t                      backend_depth;
+    ngx_msec_t                      max_wait;
 } ngx_http_flowscale_loc_conf_t;
-
-
-typedef struct {
-    ngx_uint_t                      generation;    /* bumped on each reload */
-} ngx_http_flowscale_shctx_t;
-
-
-typedef struct {
-    ngx_http_flowscale_shctx_t     *sh;
-    ngx_slab_pool_t                *shpool;
-} ngx_http_flowscale_zone_t;
 
 
 extern ngx_module_t  ngx_http_flowscale_module;
@@ -96,6 +89,19 @@ ngx_int_t ngx_http_flowscale_send_json(ngx_http_request_t *r,
 ngx_int_t ngx_http_flowscale_problem(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *title,
     const char *detail);
+ngx_int_t ngx_http_flowscale_problem_errors(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, const char *title,
+    const char *detail, json_t *errors);
+ngx_int_t ngx_http_flowscale_unavailable(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_flowscale_create(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf);
+ngx_int_t ngx_http_flowscale_send_run(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_uint_t status);
+ngx_int_t ngx_http_flowscale_wait(ngx_http_request_t *r, ngx_str_t *id,
+    ngx_msec_t ms);
+fs_input_t *ngx_http_flowscale_find_input(fs_deployment_t *d,
+    const char *name);
 
 
 #endif /* _NGX_HTTP_FLOWSCALE_MODULE_H_INCLUDED_ */

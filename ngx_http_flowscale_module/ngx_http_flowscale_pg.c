@@ -72,6 +72,8 @@ static ngx_int_t ngx_http_flowscale_pg_connect(
 static ngx_int_t ngx_http_flowscale_pg_wrap(ngx_http_flowscale_pg_conn_t *pc);
 static void ngx_http_flowscale_pg_unwrap(ngx_http_flowscale_pg_conn_t *pc,
     ngx_uint_t closing);
+static ngx_int_t ngx_http_flowscale_pg_want_write(
+    ngx_http_flowscale_pg_conn_t *pc, ngx_uint_t on);
 static void ngx_http_flowscale_pg_handler(ngx_event_t *ev);
 static void ngx_http_flowscale_pg_connect_poll(
     ngx_http_flowscale_pg_conn_t *pc);
@@ -480,17 +482,34 @@ ngx_http_flowscale_pg_wrap(ngx_http_flowscale_pg_conn_t *pc)
 
     pc->c = c;
 
-    if (ngx_add_conn) {
-        if (ngx_add_conn(c) == NGX_ERROR) {
-            ngx_http_flowscale_pg_unwrap(pc, 1);
-            return NGX_ERROR;
-        }
-
-    } else if (ngx_add_event(c->read, NGX_READ_EVENT, 0) != NGX_OK
-               || ngx_add_event(c->write, NGX_WRITE_EVENT, 0) != NGX_OK)
-    {
+    /*
+     * Level-triggered: libpq reads and writes on its own terms, so a
+     * readiness it left unused must be reported again.  Writability is
+     * watched only while libpq has something to send.
+     */
+    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
         ngx_http_flowscale_pg_unwrap(pc, 1);
         return NGX_ERROR;
+    }
+
+    return ngx_http_flowscale_pg_want_write(pc, 1);
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_pg_want_write(ngx_http_flowscale_pg_conn_t *pc,
+    ngx_uint_t on)
+{
+    ngx_event_t  *wev;
+
+    wev = pc->c->write;
+
+    if (on && !wev->active) {
+        return ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+
+    if (!on && wev->active) {
+        return ngx_del_event(wev, NGX_WRITE_EVENT, 0);
     }
 
     return NGX_OK;
@@ -525,19 +544,13 @@ ngx_http_flowscale_pg_unwrap(ngx_http_flowscale_pg_conn_t *pc,
     }
 
     /* NGX_CLOSE_EVENT: the descriptor is or is about to be closed by libpq */
-    if (ngx_del_conn) {
-        ngx_del_conn(c, closing ? NGX_CLOSE_EVENT : 0);
+    if (c->read->active) {
+        ngx_del_event(c->read, NGX_READ_EVENT, closing ? NGX_CLOSE_EVENT : 0);
+    }
 
-    } else {
-        if (c->read->active) {
-            ngx_del_event(c->read, NGX_READ_EVENT,
-                          closing ? NGX_CLOSE_EVENT : 0);
-        }
-
-        if (c->write->active) {
-            ngx_del_event(c->write, NGX_WRITE_EVENT,
-                          closing ? NGX_CLOSE_EVENT : 0);
-        }
+    if (c->write->active) {
+        ngx_del_event(c->write, NGX_WRITE_EVENT,
+                      closing ? NGX_CLOSE_EVENT : 0);
     }
 
     ngx_free_connection(c);
@@ -614,6 +627,13 @@ ngx_http_flowscale_pg_connect_poll(ngx_http_flowscale_pg_conn_t *pc)
         }
 
         ngx_add_timer(pc->c->read, NGX_HTTP_FLOWSCALE_PG_CONNECT_TIMEOUT);
+    }
+
+    if (ngx_http_flowscale_pg_want_write(pc, rc == PGRES_POLLING_WRITING)
+        != NGX_OK)
+    {
+        ngx_http_flowscale_pg_fail(pc, "cannot connect");
+        return;
     }
 
     switch (rc) {
@@ -701,6 +721,11 @@ ngx_http_flowscale_pg_flush(ngx_http_flowscale_pg_conn_t *pc)
     }
 
     /* rc == 1: more to send when the socket is writable again */
+
+    if (ngx_http_flowscale_pg_want_write(pc, rc == 1) != NGX_OK) {
+        ngx_http_flowscale_pg_fail(pc, "the database connection was lost");
+        return;
+    }
 
     if (rc == 0) {
         /* the reply may already be there: edge-triggered events */

@@ -68,7 +68,9 @@ typedef struct {
  * absent) set.  -1: rejected, *problem set to {"detail", "errors":
  * [{"input", "node", "message"}], "comfyui_type"}; *prompt_id is also set
  * when ComfyUI queued the run anyway (200 with node_errors that stop a
- * declared output), so the caller can delete or interrupt it.
+ * declared output), so the caller can delete or interrupt it.  -1 with
+ * *problem NULL: out of memory.  The caller frees *prompt_id (free) and
+ * *problem (json_decref) whatever the result.
  */
 int fs_prompt_reply(const fs_deployment_t *d, int status, const char *body,
     size_t len, char **prompt_id, long *number, json_t **problem);

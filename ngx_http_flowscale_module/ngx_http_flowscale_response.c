@@ -69,6 +69,17 @@ ngx_int_t
 ngx_http_flowscale_problem(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, const char *title, const char *detail)
 {
+    return ngx_http_flowscale_problem_errors(r, status, type, title, detail,
+                                             NULL);
+}
+
+
+/* the same with an "errors" list: one entry per input at fault */
+
+ngx_int_t
+ngx_http_flowscale_problem_errors(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *title, const char *detail, json_t *errors)
+{
     char      *text;
     json_t    *problem;
     ngx_str_t  body;
@@ -77,10 +88,14 @@ ngx_http_flowscale_problem(ngx_http_request_t *r, ngx_uint_t status,
                         "type", NGX_HTTP_FLOWSCALE_PROBLEM_BASE, type,
                         "title", title,
                         "status", (int) status,
-                        "detail", detail,
+                        "detail", detail ? detail : title,
                         "instance", r->uri.data, r->uri.len);
     if (problem == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (errors) {
+        json_object_set(problem, "errors", errors);
     }
 
     text = json_dumps(problem, JSON_COMPACT);
@@ -105,4 +120,27 @@ ngx_http_flowscale_problem(ngx_http_request_t *r, ngx_uint_t status,
     return ngx_http_flowscale_send_json(r, status,
                                         &ngx_http_flowscale_problem_type,
                                         &body);
+}
+
+
+/* 503: PostgreSQL is down; the caller may retry, nothing was recorded */
+
+ngx_int_t
+ngx_http_flowscale_unavailable(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    ngx_str_set(&h->value, "5");
+
+    return ngx_http_flowscale_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+               "database-unavailable", "Service Unavailable",
+               "The database is unavailable; nothing was recorded. Retry "
+               "later.");
 }

@@ -156,6 +156,11 @@ ngx_http_flowscale_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     zone->shpool->data = zone->sh;
 
+    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
+                    ngx_http_flowscale_runs_rbtree_insert);
+    ngx_queue_init(&zone->sh->pending);
+    ngx_queue_init(&zone->sh->finished);
+
     len = sizeof(" in flowscale_zone \"\"") + shm_zone->shm.name.len;
 
     zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);

@@ -1,0 +1,759 @@
+
+/*
+ * FlowScale for nginx: POST L creates a run.
+ *
+ * The body (JSON, multipart or urlencoded) is checked against the declared
+ * inputs; nothing is written for a rejected request.  The run is accepted
+ * only once flowscale.accept_run() has committed it in PostgreSQL; then it
+ * goes to the shared zone and to a backend with room, or waits in the
+ * gateway queue.  A run that a backend takes at once is answered after
+ * ComfyUI accepted its prompt, so a rejection is a 502 of this request.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <openssl/rand.h>
+
+#include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_pg.h"
+#include "ngx_http_flowscale_form.h"
+#include "ngx_http_flowscale_inputs.h"
+#include "ngx_http_flowscale_dispatch.h"
+
+
+typedef enum {
+    NGX_HTTP_FLOWSCALE_BODY_NONE = 0,
+    NGX_HTTP_FLOWSCALE_BODY_JSON,
+    NGX_HTTP_FLOWSCALE_BODY_MULTIPART,
+    NGX_HTTP_FLOWSCALE_BODY_FORM
+} ngx_http_flowscale_body_e;
+
+
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_http_flowscale_loc_conf_t  *flcf;
+    ngx_http_flowscale_body_e       format;
+    ngx_http_flowscale_pg_query_t  *query;
+    ngx_http_flowscale_job_t       *job;
+
+    json_t                         *values;
+    json_t                         *prompt;
+    fs_file_t                      *files;
+    size_t                          nfiles;
+
+    ngx_str_t                       id;
+    ngx_msec_t                      wait;
+    unsigned                        done:1;
+} ngx_http_flowscale_create_ctx_t;
+
+
+static void ngx_http_flowscale_create_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_flowscale_create_parse(ngx_http_request_t *r,
+    ngx_http_flowscale_create_ctx_t *ctx, ngx_str_t *body);
+static ngx_int_t ngx_http_flowscale_parse_json(ngx_http_request_t *r,
+    ngx_str_t *body, json_t **given);
+static ngx_int_t ngx_http_flowscale_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_flowscale_accept(ngx_http_request_t *r,
+    ngx_http_flowscale_create_ctx_t *ctx);
+static void ngx_http_flowscale_accepted(void *data, PGresult *res,
+    const char *error);
+static void ngx_http_flowscale_submitted(void *data, ngx_int_t rc,
+    json_t *problem);
+static void ngx_http_flowscale_create_respond(ngx_http_request_t *r,
+    ngx_http_flowscale_create_ctx_t *ctx);
+static void ngx_http_flowscale_create_cleanup(void *data);
+static uint64_t ngx_http_flowscale_rng(void *data);
+static ngx_int_t ngx_http_flowscale_uuid7(ngx_pool_t *pool, ngx_str_t *id);
+static ngx_msec_t ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf);
+
+
+static ngx_str_t  ngx_http_flowscale_accept_sql = ngx_string(
+    "SELECT flowscale.accept_run($1, $2, $3, $4, $5, $6, $7, $8)");
+
+
+ngx_int_t
+ngx_http_flowscale_create(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf)
+{
+    ngx_int_t                         rc;
+    ngx_str_t                        *type;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_flowscale_create_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_flowscale_create_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_flowscale_create_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ctx->flcf = flcf;
+    ngx_http_set_ctx(r, ctx, ngx_http_flowscale_module);
+
+    type = r->headers_in.content_type ? &r->headers_in.content_type->value
+                                      : NULL;
+
+#define ngx_http_flowscale_type_is(t)                                       \
+    (type->len >= sizeof(t) - 1                                             \
+     && ngx_strncasecmp(type->data, (u_char *) t, sizeof(t) - 1) == 0       \
+     && (type->len == sizeof(t) - 1 || type->data[sizeof(t) - 1] == ';'     \
+         || type->data[sizeof(t) - 1] == ' '))
+
+    if (type == NULL || type->len == 0) {
+        ctx->format = NGX_HTTP_FLOWSCALE_BODY_NONE;
+
+    } else if (ngx_http_flowscale_type_is("application/json")) {
+        ctx->format = NGX_HTTP_FLOWSCALE_BODY_JSON;
+
+    } else if (ngx_http_flowscale_type_is("multipart/form-data")) {
+        ctx->format = NGX_HTTP_FLOWSCALE_BODY_MULTIPART;
+
+    } else if (ngx_http_flowscale_type_is(
+                   "application/x-www-form-urlencoded"))
+    {
+        ctx->format = NGX_HTTP_FLOWSCALE_BODY_FORM;
+
+    } else {
+        ngx_http_discard_request_body(r);
+        return ngx_http_flowscale_problem(r,
+                   NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type",
+                   "Unsupported Media Type",
+                   "Send the inputs as application/json ({\"inputs\": "
+                   "{...}}), multipart/form-data or "
+                   "application/x-www-form-urlencoded.");
+    }
+
+#undef ngx_http_flowscale_type_is
+
+    ctx->wait = ngx_http_flowscale_prefer_wait(r, flcf);
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_flowscale_create_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_flowscale_create_body(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_str_t                         body;
+    ngx_http_flowscale_create_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_flowscale_module);
+
+    if (ngx_http_flowscale_read_body(r, &body) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_flowscale_create_parse(r, ctx, &body);
+
+    if (rc != NGX_OK) {
+        /* a problem was sent, or rc is an error status */
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    rc = ngx_http_flowscale_accept(r, ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    /* finalized when PostgreSQL answers */
+}
+
+
+/* the whole body in one piece of memory, also when nginx spilled it */
+
+static ngx_int_t
+ngx_http_flowscale_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    size_t        len;
+    u_char       *p;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    body->len = 0;
+    body->data = (u_char *) "";
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                          : (size_t) (b->last - b->pos);
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            return NGX_ERROR;
+        }
+
+        p += n;
+    }
+
+    *p = '\0';
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_create_parse(ngx_http_request_t *r,
+    ngx_http_flowscale_create_ctx_t *ctx, ngx_str_t *body)
+{
+    int          rc, form;
+    char         err[256], *type;
+    json_t      *given, *errors;
+    size_t       nparts, nfiles;
+    fs_part_t   *parts;
+    ngx_int_t    status;
+
+    given = NULL;
+    parts = NULL;
+    nparts = 0;
+    nfiles = 0;
+    form = 0;
+    err[0] = '\0';
+
+    switch (ctx->format) {
+
+    case NGX_HTTP_FLOWSCALE_BODY_JSON:
+        status = ngx_http_flowscale_parse_json(r, body, &given);
+        if (status != NGX_OK) {
+            return status;
+        }
+        break;
+
+    case NGX_HTTP_FLOWSCALE_BODY_NONE:
+        if (body->len) {
+            /* a body without a type: JSON is what the API speaks */
+            status = ngx_http_flowscale_parse_json(r, body, &given);
+            if (status != NGX_OK) {
+                return status;
+            }
+
+        } else {
+            given = json_object();
+        }
+        break;
+
+    default:
+        form = 1;
+
+        if (ctx->format == NGX_HTTP_FLOWSCALE_BODY_MULTIPART) {
+            type = ngx_pnalloc(r->pool,
+                               r->headers_in.content_type->value.len + 1);
+            if (type == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ngx_cpystrn((u_char *) type, r->headers_in.content_type->value.data,
+                        r->headers_in.content_type->value.len + 1);
+
+            rc = fs_multipart_parse(type, body->data, body->len, &parts,
+                                    &nparts, err, sizeof(err));
+
+        } else {
+            rc = fs_urlencoded_parse(body->data, body->len, &parts, &nparts,
+                                     err, sizeof(err));
+        }
+
+        if (rc == 0) {
+            rc = fs_form_split(parts, nparts, &given, &nfiles, err,
+                               sizeof(err));
+        }
+
+        if (rc != 0) {
+            fs_parts_free(parts, nparts);
+            return ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
+                       "malformed-body", "Malformed body", err);
+        }
+    }
+
+    errors = NULL;
+
+    rc = fs_inputs_validate(ctx->flcf->deployment, given, form, parts,
+                            nfiles, ngx_http_flowscale_rng, NULL,
+                            &ctx->values, &ctx->files, &ctx->nfiles,
+                            &errors);
+
+    json_decref(given);
+    fs_parts_free(parts, nparts);
+
+    if (rc != 0) {
+        status = ngx_http_flowscale_problem_errors(r,
+                     NGX_HTTP_FLOWSCALE_UNPROCESSABLE, "invalid-inputs",
+                     "Invalid inputs",
+                     "Some inputs do not fit the deployment; see errors.",
+                     errors);
+        json_decref(errors);
+        return status;
+    }
+
+    return NGX_OK;
+}
+
+
+/* {"inputs": {...}, "webhook": "..."}: anything else is a mistake */
+
+static ngx_int_t
+ngx_http_flowscale_parse_json(ngx_http_request_t *r, ngx_str_t *body,
+    json_t **given)
+{
+    char          detail[300];
+    json_t       *root, *inputs, *value;
+    const char   *key;
+    json_error_t  jerr;
+
+    root = json_loadb((char *) body->data, body->len, JSON_REJECT_DUPLICATES,
+                      &jerr);
+
+    if (root == NULL) {
+        ngx_snprintf((u_char *) detail, sizeof(detail),
+                     "The body is not valid JSON: %s (line %d, column %d)%Z",
+                     jerr.text, jerr.line, jerr.column);
+        return ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
+                   "malformed-body", "Malformed body", detail);
+    }
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
+                   "malformed-body", "Malformed body",
+                   "The body must be a JSON object: {\"inputs\": {...}}.");
+    }
+
+    json_object_foreach(root, key, value) {
+        if (ngx_strcmp(key, "inputs") != 0 && ngx_strcmp(key, "webhook") != 0)
+        {
+            ngx_snprintf((u_char *) detail, sizeof(detail),
+                         "Unknown field \"%s\" in the body; the inputs go "
+                         "in \"inputs\".%Z", key);
+            json_decref(root);
+            return ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
+                       "malformed-body", "Malformed body", detail);
+        }
+    }
+
+    inputs = json_object_get(root, "inputs");
+
+    if (inputs == NULL) {
+        *given = json_object();
+
+    } else if (json_is_object(inputs)) {
+        *given = json_incref(inputs);
+
+    } else {
+        json_decref(root);
+        return ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
+                   "malformed-body", "Malformed body",
+                   "\"inputs\" must be an object of input names and values.");
+    }
+
+    json_decref(root);
+
+    return *given ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/*
+ * flowscale.accept_run(id, project, deployment, version, key_id, inputs,
+ * prompt, files): one statement, one transaction.
+ */
+
+static ngx_int_t
+ngx_http_flowscale_accept(ngx_http_request_t *r,
+    ngx_http_flowscale_create_ctx_t *ctx)
+{
+    size_t                          i;
+    char                           *inputs, *prompt, *files, prefix[64];
+    json_t                         *list;
+    ngx_str_t                       src, dst;
+    const char                     *params[8];
+    fs_deployment_t                *d;
+    ngx_http_flowscale_loc_conf_t  *flcf;
+
+    flcf = ctx->flcf;
+    d = flcf->deployment;
+
+    if (ngx_http_flowscale_uuid7(r->pool, &ctx->id) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_snprintf((u_char *) prefix, sizeof(prefix), "flowscale/%V%Z",
+                 &ctx->id);
+
+    ctx->prompt = fs_prompt_build(d, ctx->values, NULL, prefix);
+    if (ctx->prompt == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    list = json_array();
+
+    for (i = 0; i < ctx->nfiles; i++) {
+        fs_input_t  *in = ngx_http_flowscale_find_input(d,
+                                                        ctx->files[i].input);
+
+        src.data = ctx->files[i].data;
+        src.len = ctx->files[i].len;
+
+        dst.len = ngx_base64_encoded_length(src.len);
+        dst.data = ngx_pnalloc(r->pool, dst.len + 1);
+        if (dst.data == NULL || in == NULL) {
+            json_decref(list);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_encode_base64(&dst, &src);
+        dst.data[dst.len] = '\0';
+
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:s, "
+                                              "s:s}",
+                              "input", ctx->files[i].input,
+                              "node", in->node,
+                              "slot", in->input,
+                              "filename", ctx->files[i].filename,
+                              "content_type", ctx->files[i].content_type,
+                              "data", (char *) dst.data));
+    }
+
+    inputs = json_dumps(ctx->values, JSON_COMPACT);
+    prompt = json_dumps(ctx->prompt, JSON_COMPACT);
+    files = json_dumps(list, JSON_COMPACT);
+    json_decref(list);
+
+    params[0] = (char *) ctx->id.data;
+    params[1] = (char *) flcf->project.data;
+    params[2] = (char *) flcf->name.data;
+    params[3] = d->version;
+    params[4] = NULL;                           /* key id: API keys */
+    params[5] = inputs;
+    params[6] = prompt;
+    params[7] = files;
+
+    if (inputs && prompt && files) {
+        ctx->query = ngx_http_flowscale_pg_query(
+                         (char *) ngx_http_flowscale_accept_sql.data, 8,
+                         params, NULL, ngx_http_flowscale_accepted, ctx,
+                         r->connection->log);
+    }
+
+    free(inputs);
+    free(prompt);
+    free(files);
+
+    if (ctx->query == NULL) {
+        return ngx_http_flowscale_unavailable(r);
+    }
+
+    /* the request stays open while PostgreSQL works */
+    r->main->count++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
+{
+    ngx_http_flowscale_create_ctx_t *ctx = data;
+
+    char                            *inputs;
+    ngx_int_t                        rc;
+    ngx_str_t                        json;
+    ngx_http_request_t              *r;
+    ngx_http_flowscale_zone_t       *z;
+    ngx_http_flowscale_run_t        *run;
+
+    r = ctx->request;
+    ctx->query = NULL;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "flowscale: run not accepted: %s",
+                      res ? PQresultErrorMessage(res) : error);
+
+        r->main->count--;
+        ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
+        return;
+    }
+
+    /* committed: from here on the run exists, whatever happens */
+
+    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+    inputs = json_dumps(ctx->values, JSON_COMPACT);
+
+    ngx_http_flowscale_runs_lock(z);
+
+    json.data = (u_char *) inputs;
+    json.len = inputs ? ngx_strlen(inputs) : 0;
+
+    run = inputs ? ngx_http_flowscale_runs_insert(z, &ctx->id, &json) : NULL;
+
+    if (run) {
+        ngx_cpystrn(run->project, ctx->flcf->project.data,
+                    ngx_min(ctx->flcf->project.len + 1,
+                            sizeof(run->project)));
+        ngx_cpystrn(run->deployment, ctx->flcf->name.data,
+                    ngx_min(ctx->flcf->name.len + 1,
+                            sizeof(run->deployment)));
+        ngx_cpystrn(run->version, (u_char *) ctx->flcf->deployment->version,
+                    sizeof(run->version));
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+    free(inputs);
+
+    if (run == NULL) {
+        /* the leader picks committed runs up from PostgreSQL */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "flowscale: the zone is full; run %V waits in "
+                      "PostgreSQL", &ctx->id);
+
+        r->main->count--;
+        ngx_http_flowscale_create_respond(r, ctx);
+        return;
+    }
+
+    rc = ngx_http_flowscale_dispatch_new(ctx->flcf, &ctx->id, ctx->prompt,
+                                         ctx->files, ctx->nfiles,
+                                         ngx_http_flowscale_submitted, ctx,
+                                         &ctx->job);
+
+    if (rc == NGX_AGAIN) {
+        /* a backend took it: the answer waits for ComfyUI's */
+        ctx->files = NULL;
+        ctx->nfiles = 0;
+        return;
+    }
+
+    /* queued at the gateway (or failed and recorded so) */
+
+    r->main->count--;
+    ngx_http_flowscale_create_respond(r, ctx);
+}
+
+
+static void
+ngx_http_flowscale_submitted(void *data, ngx_int_t rc, json_t *problem)
+{
+    ngx_http_flowscale_create_ctx_t *ctx = data;
+
+    ngx_int_t            status;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    ctx->job = NULL;
+    r->main->count--;
+
+    if (rc != NGX_DECLINED) {
+        /* accepted by ComfyUI, or back in the gateway queue */
+        ngx_http_flowscale_create_respond(r, ctx);
+        return;
+    }
+
+    status = ngx_http_flowscale_problem_errors(r, NGX_HTTP_BAD_GATEWAY,
+                 "backend-rejected", "The backend rejected the prompt",
+                 json_string_value(json_object_get(problem, "detail")),
+                 json_object_get(problem, "errors"));
+
+    ngx_http_finalize_request(r, status);
+}
+
+
+/* 202 with the run, or wait for it to finish when Prefer: wait asks */
+
+static void
+ngx_http_flowscale_create_respond(ngx_http_request_t *r,
+    ngx_http_flowscale_create_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (ctx->wait) {
+        rc = ngx_http_flowscale_wait(r, &ctx->id, ctx->wait);
+
+        if (rc == NGX_DONE) {
+            return;
+        }
+
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ngx_http_finalize_request(r,
+        ngx_http_flowscale_send_run(r, ctx->flcf, &ctx->id,
+                                    NGX_HTTP_ACCEPTED));
+}
+
+
+static void
+ngx_http_flowscale_create_cleanup(void *data)
+{
+    ngx_http_flowscale_create_ctx_t *ctx = data;
+
+    if (ctx->query) {
+        /* the client left: the statement completes without us */
+        ngx_http_flowscale_pg_cancel(ctx->query);
+    }
+
+    if (ctx->job) {
+        /* the run goes on; only the answer is not wanted any more */
+        ngx_http_flowscale_dispatch_detach(ctx->job);
+    }
+
+    json_decref(ctx->values);
+    json_decref(ctx->prompt);
+    fs_files_free(ctx->files, ctx->nfiles);
+}
+
+
+static uint64_t
+ngx_http_flowscale_rng(void *data)
+{
+    uint64_t  v;
+
+    if (RAND_bytes((unsigned char *) &v, sizeof(v)) != 1) {
+        v = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random();
+    }
+
+    return v;
+}
+
+
+/*
+ * UUIDv7 (RFC 9562): 48 bits of milliseconds then random bits, so ids sort
+ * by creation time, which suits the runs index and keyset pagination.
+ */
+
+static ngx_int_t
+ngx_http_flowscale_uuid7(ngx_pool_t *pool, ngx_str_t *id)
+{
+    u_char    b[16];
+    uint64_t  ms;
+
+    ms = (uint64_t) ngx_http_flowscale_now_ms();
+
+    if (RAND_bytes(b + 6, 10) != 1) {
+        return NGX_ERROR;
+    }
+
+    b[0] = (u_char) (ms >> 40);
+    b[1] = (u_char) (ms >> 32);
+    b[2] = (u_char) (ms >> 24);
+    b[3] = (u_char) (ms >> 16);
+    b[4] = (u_char) (ms >> 8);
+    b[5] = (u_char) ms;
+    b[6] = (b[6] & 0x0f) | 0x70;
+    b[8] = (b[8] & 0x3f) | 0x80;
+
+    id->len = NGX_HTTP_FLOWSCALE_RUN_ID_LEN;
+    id->data = ngx_pnalloc(pool, id->len + 1);
+    if (id->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(id->data, "%*xs-%*xs-%*xs-%*xs-%*xs%Z",
+                (size_t) 4, b, (size_t) 2, b + 4, (size_t) 2, b + 6,
+                (size_t) 2, b + 8, (size_t) 6, b + 10);
+
+    return NGX_OK;
+}
+
+
+/* Prefer: wait=N (RFC 7240), capped by flowscale_max_wait */
+
+static ngx_msec_t
+ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf)
+{
+    u_char           *p, *last;
+    ngx_int_t         n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+    ngx_uint_t        i;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != 6
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "prefer", 6) != 0)
+        {
+            continue;
+        }
+
+        p = ngx_strcasestrn(h[i].value.data, "wait=", 5 - 1);
+        if (p == NULL) {
+            continue;
+        }
+
+        p += 5;
+        last = p;
+
+        while (last < h[i].value.data + h[i].value.len
+               && *last >= '0' && *last <= '9')
+        {
+            last++;
+        }
+
+        n = ngx_atoi(p, last - p);
+        if (n <= 0) {
+            return 0;
+        }
+
+        return ngx_min((ngx_msec_t) n * 1000, flcf->max_wait);
+    }
+}

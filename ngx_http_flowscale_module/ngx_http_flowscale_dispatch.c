@@ -1,0 +1,1576 @@
+
+/*
+ * FlowScale for nginx: handing runs to ComfyUI backends and following them.
+ *
+ * Any worker can hand a run to a backend: a slot is reserved in the shared
+ * zone (at most flowscale_backend_depth runs per backend, counted across
+ * workers), input files are uploaded, the prompt is submitted with the run
+ * id as prompt_id, and the worker follows the run on its own WebSocket to
+ * that backend (one per backend and worker, a stable clientId), with
+ * /history/ID as the check.  When a run ends the worker records it in
+ * PostgreSQL, frees the slot and takes the oldest queued run that fits.
+ * Runs that found no room wait in the gateway queue of the zone.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_pg.h"
+#include "ngx_http_flowscale_comfy.h"
+#include "ngx_http_flowscale_reply.h"
+#include "ngx_http_flowscale_dispatch.h"
+
+
+#define NGX_HTTP_FLOWSCALE_CHECK_INTERVAL   3000
+#define NGX_HTTP_FLOWSCALE_LEADER_INTERVAL  500
+#define NGX_HTTP_FLOWSCALE_LEADER_TIMEOUT   1500
+#define NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT    60000
+#define NGX_HTTP_FLOWSCALE_RETRY_DELAY      1000
+
+
+typedef struct ngx_http_flowscale_link_s  ngx_http_flowscale_link_t;
+
+
+typedef enum {
+    NGX_HTTP_FLOWSCALE_JOB_WAITING = 0,   /* for the link to open */
+    NGX_HTTP_FLOWSCALE_JOB_UPLOADING,
+    NGX_HTTP_FLOWSCALE_JOB_SUBMITTING,
+    NGX_HTTP_FLOWSCALE_JOB_FOLLOWING,
+    NGX_HTTP_FLOWSCALE_JOB_FINISHING
+} ngx_http_flowscale_job_state_e;
+
+
+typedef struct {
+    char                           *input;
+    char                           *node;
+    char                           *slot;
+    ngx_str_t                       filename;
+    ngx_str_t                       content_type;
+    ngx_str_t                       data;
+} ngx_http_flowscale_job_file_t;
+
+
+struct ngx_http_flowscale_job_s {
+    ngx_rbtree_node_t               node;       /* by run id, per worker */
+    ngx_queue_t                     queue;      /* waiting for the link */
+
+    ngx_pool_t                     *pool;
+    ngx_log_t                      *log;
+    ngx_str_t                       id;
+    ngx_http_flowscale_loc_conf_t  *flcf;
+    ngx_http_flowscale_link_t      *link;
+
+    json_t                         *prompt;
+    ngx_array_t                     files;      /* job_file_t */
+    ngx_uint_t                      next_file;
+
+    ngx_http_flowscale_job_state_e  state;
+    ngx_http_flowscale_comfy_req_t *req;
+    ngx_http_flowscale_pg_query_t  *query;
+    ngx_event_t                     check;
+    ngx_msec_t                      last_event;
+
+    ngx_http_flowscale_status_e     status;     /* when finishing */
+    json_t                         *outputs;
+    json_t                         *error;
+
+    fs_file_t                      *owned_files;  /* from a request */
+    size_t                          owned_nfiles;
+
+    ngx_http_flowscale_submitted_pt submitted;
+    void                           *data;
+
+    unsigned                        started:1;
+    unsigned                        done_seen:1;
+};
+
+
+struct ngx_http_flowscale_link_s {
+    ngx_http_flowscale_peer_t       peer;
+    ngx_http_upstream_srv_conf_t   *upstream;
+    ngx_uint_t                      weight;
+    ngx_http_flowscale_ws_t        *ws;
+    ngx_uint_t                      open;
+    ngx_queue_t                     waiting;
+    ngx_event_t                     reconnect;
+    ngx_str_t                       client_id;
+    ngx_str_t                       ws_path;
+};
+
+
+typedef struct {
+    ngx_array_t                     links;      /* link_t *, stable */
+    ngx_rbtree_t                    jobs;
+    ngx_rbtree_node_t               sentinel;
+    ngx_event_t                     leader;
+    ngx_http_flowscale_zone_t      *zone;
+    ngx_http_flowscale_main_conf_t *fmcf;
+    ngx_log_t                      *log;
+} ngx_http_flowscale_dispatcher_t;
+
+
+static ngx_int_t ngx_http_flowscale_add_links(ngx_cycle_t *cycle,
+    ngx_http_upstream_srv_conf_t *uscf);
+static ngx_http_flowscale_link_t *ngx_http_flowscale_reserve(
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
+static void ngx_http_flowscale_release(ngx_http_flowscale_link_t *link);
+static ngx_http_flowscale_job_t *ngx_http_flowscale_job_create(
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id,
+    ngx_http_flowscale_link_t *link);
+static void ngx_http_flowscale_job_free(ngx_http_flowscale_job_t *job);
+static void ngx_http_flowscale_job_start(ngx_http_flowscale_job_t *job);
+static void ngx_http_flowscale_link_connect(ngx_http_flowscale_link_t *link);
+static void ngx_http_flowscale_link_open(void *data);
+static void ngx_http_flowscale_link_message(void *data, u_char *text,
+    size_t len);
+static void ngx_http_flowscale_link_closed(void *data, ngx_int_t rc);
+static void ngx_http_flowscale_link_reconnect(ngx_event_t *ev);
+static void ngx_http_flowscale_job_upload(ngx_http_flowscale_job_t *job);
+static void ngx_http_flowscale_job_uploaded(void *data, ngx_int_t rc,
+    ngx_uint_t status, ngx_str_t *body);
+static void ngx_http_flowscale_job_submit(ngx_http_flowscale_job_t *job);
+static void ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc,
+    ngx_uint_t status, ngx_str_t *body);
+static void ngx_http_flowscale_job_lost(ngx_http_flowscale_job_t *job,
+    const char *why);
+static void ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
+    fs_ws_event_t *ev);
+static void ngx_http_flowscale_job_check(ngx_event_t *ev);
+static void ngx_http_flowscale_job_history(void *data, ngx_int_t rc,
+    ngx_uint_t status, ngx_str_t *body);
+static void ngx_http_flowscale_job_finish(ngx_http_flowscale_job_t *job,
+    ngx_http_flowscale_status_e status, json_t *outputs, json_t *error);
+static void ngx_http_flowscale_job_record(ngx_http_flowscale_job_t *job);
+static void ngx_http_flowscale_job_recorded(void *data, PGresult *res,
+    const char *error);
+static void ngx_http_flowscale_job_retry_record(ngx_event_t *ev);
+static char *ngx_http_flowscale_pstrdup(ngx_pool_t *pool, const char *s);
+static void ngx_http_flowscale_job_notify(ngx_http_flowscale_job_t *job,
+    ngx_int_t rc, json_t *problem);
+static ngx_http_flowscale_job_t *ngx_http_flowscale_job_find(ngx_str_t *id);
+static void ngx_http_flowscale_kick(void);
+static void ngx_http_flowscale_fetched(void *data, PGresult *res,
+    const char *error);
+static ngx_http_flowscale_loc_conf_t *ngx_http_flowscale_find_deployment(
+    u_char *project, u_char *name);
+static void ngx_http_flowscale_leader(ngx_event_t *ev);
+static void ngx_http_flowscale_sql_update(ngx_http_flowscale_job_t *job,
+    const char *sql, ngx_uint_t n, const char **params);
+static void ngx_http_flowscale_sql_ignore(void *data, PGresult *res,
+    const char *error);
+
+
+static ngx_http_flowscale_dispatcher_t  ngx_http_flowscale_dispatcher;
+
+
+ngx_int_t
+ngx_http_flowscale_dispatch_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_http_flowscale_loc_conf_t   **flcfp;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_memzero(ds, sizeof(ngx_http_flowscale_dispatcher_t));
+
+    ds->fmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                   ngx_http_flowscale_module);
+    ds->log = cycle->log;
+
+    if (ds->fmcf == NULL || ds->fmcf->deployments.nelts == 0) {
+        return NGX_OK;
+    }
+
+    ds->zone = ngx_http_flowscale_zone_get(cycle);
+
+    if (ngx_array_init(&ds->links, cycle->pool, 4,
+                       sizeof(ngx_http_flowscale_link_t *))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_rbtree_init(&ds->jobs, &ds->sentinel, ngx_rbtree_insert_value);
+
+    flcfp = ds->fmcf->deployments.elts;
+
+    for (i = 0; i < ds->fmcf->deployments.nelts; i++) {
+        if (ngx_http_flowscale_add_links(cycle, flcfp[i]->backend)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ds->leader.handler = ngx_http_flowscale_leader;
+    ds->leader.log = cycle->log;
+    ds->leader.data = ds;
+    ds->leader.cancelable = 1;
+
+    ngx_add_timer(&ds->leader, NGX_HTTP_FLOWSCALE_LEADER_INTERVAL);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_flowscale_dispatch_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    if (ds->zone == NULL) {
+        return;
+    }
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    if (ds->zone->sh->leader == ngx_pid) {
+        ds->zone->sh->leader = 0;
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+}
+
+
+/* one link per address of every server of the upstream, once per worker */
+
+static ngx_int_t
+ngx_http_flowscale_add_links(ngx_cycle_t *cycle,
+    ngx_http_upstream_srv_conf_t *uscf)
+{
+    ngx_uint_t                        i, j;
+    ngx_http_flowscale_link_t        *link, **links;
+    ngx_http_upstream_server_t       *server;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    links = ds->links.elts;
+
+    for (i = 0; i < ds->links.nelts; i++) {
+        if (links[i]->upstream == uscf) {
+            return NGX_OK;
+        }
+    }
+
+    server = uscf->servers ? uscf->servers->elts : NULL;
+
+    for (i = 0; server && i < uscf->servers->nelts; i++) {
+
+        if (server[i].down || server[i].backup) {
+            continue;
+        }
+
+        for (j = 0; j < server[i].naddrs; j++) {
+            links = ngx_array_push(&ds->links);
+            link = ngx_pcalloc(cycle->pool, sizeof(ngx_http_flowscale_link_t));
+            if (links == NULL || link == NULL) {
+                return NGX_ERROR;
+            }
+
+            *links = link;
+
+            link->upstream = uscf;
+            link->weight = server[i].weight ? server[i].weight : 1;
+            link->peer.sockaddr = server[i].addrs[j].sockaddr;
+            link->peer.socklen = server[i].addrs[j].socklen;
+            link->peer.name = server[i].addrs[j].name;
+            ngx_queue_init(&link->waiting);
+
+            link->client_id.data = ngx_pnalloc(cycle->pool, 64);
+            link->ws_path.data = ngx_pnalloc(cycle->pool, 96);
+            if (link->client_id.data == NULL || link->ws_path.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            /* stable per worker and backend: a reconnect gets the events */
+            link->client_id.len = ngx_sprintf(link->client_id.data,
+                                              "flowscale-%P-%ui-%ui", ngx_pid,
+                                              (ngx_uint_t) ngx_random(),
+                                              ds->links.nelts)
+                                  - link->client_id.data;
+            link->ws_path.len = ngx_sprintf(link->ws_path.data,
+                                            "/ws?clientId=%V",
+                                            &link->client_id)
+                                - link->ws_path.data;
+
+            link->reconnect.handler = ngx_http_flowscale_link_reconnect;
+            link->reconnect.data = link;
+            link->reconnect.log = cycle->log;
+            link->reconnect.cancelable = 1;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_flowscale_dispatch_new(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id, json_t *prompt, fs_file_t *files, size_t nfiles,
+    ngx_http_flowscale_submitted_pt submitted, void *data,
+    ngx_http_flowscale_job_t **jobp)
+{
+    size_t                          i;
+    ngx_http_flowscale_job_t       *job;
+    ngx_http_flowscale_link_t      *link;
+    ngx_http_flowscale_job_file_t  *f;
+    fs_input_t                     *in;
+
+    *jobp = NULL;
+
+    link = ngx_http_flowscale_reserve(flcf, id);
+    if (link == NULL) {
+        ngx_http_flowscale_enqueue(id);
+        return NGX_OK;
+    }
+
+    job = ngx_http_flowscale_job_create(flcf, id, link);
+    if (job == NULL) {
+        goto requeue;
+    }
+
+    job->prompt = json_deep_copy(prompt);
+
+    for (i = 0; i < nfiles; i++) {
+        in = ngx_http_flowscale_find_input(flcf->deployment, files[i].input);
+
+        f = ngx_array_push(&job->files);
+        if (f == NULL || in == NULL) {
+            ngx_http_flowscale_job_free(job);
+            goto requeue;
+        }
+
+        /* the job keeps the bytes; the request's copy is freed with it */
+        f->input = files[i].input;
+        f->node = in->node;
+        f->slot = in->input;
+        f->filename.data = (u_char *) files[i].filename;
+        f->filename.len = ngx_strlen(files[i].filename);
+        f->content_type.data = (u_char *) files[i].content_type;
+        f->content_type.len = ngx_strlen(files[i].content_type);
+        f->data.data = files[i].data;
+        f->data.len = files[i].len;
+    }
+
+    job->owned_files = files;
+    job->owned_nfiles = nfiles;
+    job->submitted = submitted;
+    job->data = data;
+    *jobp = job;
+
+    ngx_http_flowscale_job_start(job);
+
+    return NGX_AGAIN;
+
+requeue:
+
+    ngx_http_flowscale_release(link);
+    ngx_http_flowscale_requeue(id);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_flowscale_dispatch_detach(ngx_http_flowscale_job_t *job)
+{
+    job->submitted = NULL;
+    job->data = NULL;
+}
+
+
+/*
+ * The capable link with the fewest outstanding runs per weight below the
+ * depth; its slot is taken in the zone, so all workers agree.
+ */
+
+static ngx_http_flowscale_link_t *
+ngx_http_flowscale_reserve(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id)
+{
+    ngx_uint_t                          i;
+    ngx_http_flowscale_run_t           *run;
+    ngx_http_flowscale_link_t         **link, *best;
+    ngx_http_flowscale_backend_slot_t  *slot, *best_slot;
+    ngx_http_flowscale_dispatcher_t    *ds = &ngx_http_flowscale_dispatcher;
+
+    best = NULL;
+    best_slot = NULL;
+    link = ds->links.elts;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    for (i = 0; i < ds->links.nelts; i++) {
+        if (link[i]->upstream != flcf->backend) {
+            continue;
+        }
+
+        slot = ngx_http_flowscale_runs_backend(ds->zone, &link[i]->peer.name);
+
+        if (slot == NULL || slot->outstanding >= flcf->backend_depth) {
+            continue;
+        }
+
+        if (best == NULL
+            || slot->outstanding * best->weight
+               < best_slot->outstanding * link[i]->weight)
+        {
+            best = link[i];
+            best_slot = slot;
+        }
+    }
+
+    if (best) {
+        best_slot->outstanding++;
+
+        run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
+
+        if (run) {
+            run->owner = ngx_pid;
+            ngx_cpystrn(run->backend, best->peer.name.data,
+                        ngx_min(best->peer.name.len + 1,
+                                sizeof(run->backend)));
+        }
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+
+    return best;
+}
+
+
+static void
+ngx_http_flowscale_release(ngx_http_flowscale_link_t *link)
+{
+    ngx_http_flowscale_backend_slot_t  *slot;
+    ngx_http_flowscale_dispatcher_t    *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    slot = ngx_http_flowscale_runs_backend(ds->zone, &link->peer.name);
+
+    if (slot && slot->outstanding > 0) {
+        slot->outstanding--;
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+}
+
+
+/* back to the head of the gateway queue: it was next already */
+
+void
+ngx_http_flowscale_requeue(ngx_str_t *id)
+{
+    ngx_http_flowscale_run_t         *run;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
+
+    if (run && run->status == NGX_HTTP_FLOWSCALE_QUEUED && !run->pending) {
+        run->pending = 1;
+        run->submitted = 0;
+        run->owner = 0;
+        run->backend[0] = '\0';
+        ngx_queue_insert_head(&ds->zone->sh->pending, &run->queue);
+        ngx_http_flowscale_runs_changed(ds->zone);
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+}
+
+
+void
+ngx_http_flowscale_enqueue(ngx_str_t *id)
+{
+    ngx_http_flowscale_run_t         *run;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
+
+    if (run && !run->pending) {
+        run->pending = 1;
+        ngx_queue_insert_tail(&ds->zone->sh->pending, &run->queue);
+        ngx_http_flowscale_runs_changed(ds->zone);
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+}
+
+
+static ngx_http_flowscale_job_t *
+ngx_http_flowscale_job_create(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id, ngx_http_flowscale_link_t *link)
+{
+    ngx_pool_t                       *pool;
+    ngx_http_flowscale_job_t         *job;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    pool = ngx_create_pool(4096, ds->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    job = ngx_pcalloc(pool, sizeof(ngx_http_flowscale_job_t));
+    if (job == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    job->pool = pool;
+    job->log = ds->log;
+    job->flcf = flcf;
+    job->link = link;
+
+    job->id.len = id->len;
+    job->id.data = ngx_pnalloc(pool, id->len + 1);
+
+    if (job->id.data == NULL
+        || ngx_array_init(&job->files, pool, 1,
+                          sizeof(ngx_http_flowscale_job_file_t))
+           != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    ngx_cpystrn(job->id.data, id->data, id->len + 1);
+
+    job->node.key = ngx_murmur_hash2(job->id.data, job->id.len);
+    ngx_rbtree_insert(&ds->jobs, &job->node);
+
+    /* a pending check keeps an exiting worker until its runs are done */
+    job->check.handler = ngx_http_flowscale_job_check;
+    job->check.data = job;
+    job->check.log = ds->log;
+
+    return job;
+}
+
+
+static void
+ngx_http_flowscale_job_free(ngx_http_flowscale_job_t *job)
+{
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_rbtree_delete(&ds->jobs, &job->node);
+
+    if (job->queue.next) {
+        ngx_queue_remove(&job->queue);
+    }
+
+    if (job->check.timer_set) {
+        ngx_del_timer(&job->check);
+    }
+
+    if (job->req) {
+        ngx_http_flowscale_comfy_cancel(job->req);
+    }
+
+    if (job->query) {
+        ngx_http_flowscale_pg_cancel(job->query);
+    }
+
+    fs_files_free(job->owned_files, job->owned_nfiles);
+
+    json_decref(job->prompt);
+    json_decref(job->outputs);
+    json_decref(job->error);
+
+    ngx_destroy_pool(job->pool);
+}
+
+
+static void
+ngx_http_flowscale_job_start(ngx_http_flowscale_job_t *job)
+{
+    ngx_http_flowscale_link_t  *link = job->link;
+
+    if (!link->open) {
+        job->state = NGX_HTTP_FLOWSCALE_JOB_WAITING;
+        ngx_queue_insert_tail(&link->waiting, &job->queue);
+
+        if (link->ws == NULL && !link->reconnect.timer_set) {
+            ngx_http_flowscale_link_connect(link);
+        }
+
+        return;
+    }
+
+    job->next_file = 0;
+    ngx_http_flowscale_job_upload(job);
+}
+
+
+static void
+ngx_http_flowscale_link_connect(ngx_http_flowscale_link_t *link)
+{
+    link->ws = ngx_http_flowscale_ws_connect(&link->peer, &link->ws_path,
+                   5000, ngx_http_flowscale_link_open,
+                   ngx_http_flowscale_link_message,
+                   ngx_http_flowscale_link_closed, link,
+                   ngx_http_flowscale_dispatcher.log);
+
+    if (link->ws == NULL) {
+        ngx_http_flowscale_link_closed(link, NGX_ERROR);
+    }
+}
+
+
+static void
+ngx_http_flowscale_link_open(void *data)
+{
+    ngx_http_flowscale_link_t *link = data;
+
+    ngx_queue_t               *q;
+    ngx_http_flowscale_job_t  *job;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_http_flowscale_dispatcher.log, 0,
+                   "flowscale: link to %V open", &link->peer.name);
+
+    link->open = 1;
+
+    while (!ngx_queue_empty(&link->waiting)) {
+        q = ngx_queue_head(&link->waiting);
+        ngx_queue_remove(q);
+        q->next = NULL;
+
+        job = ngx_queue_data(q, ngx_http_flowscale_job_t, queue);
+        ngx_http_flowscale_job_start(job);
+    }
+}
+
+
+static void
+ngx_http_flowscale_link_message(void *data, u_char *text, size_t len)
+{
+    ngx_str_t                  id;
+    fs_ws_event_t              ev;
+    ngx_http_flowscale_job_t  *job;
+
+    if (fs_ws_event_parse((char *) text, len, &ev) != 0) {
+        return;
+    }
+
+    if (ev.prompt_id[0]) {
+        id.data = (u_char *) ev.prompt_id;
+        id.len = ngx_strlen(ev.prompt_id);
+
+        job = ngx_http_flowscale_job_find(&id);
+
+        if (job && job->state == NGX_HTTP_FLOWSCALE_JOB_FOLLOWING) {
+            ngx_http_flowscale_job_event(job, &ev);
+        }
+    }
+
+    fs_ws_event_clear(&ev);
+}
+
+
+/*
+ * The link is gone: jobs waiting for it go back to the queue; jobs on the
+ * backend are followed by their /history checks until it is back.
+ */
+
+static void
+ngx_http_flowscale_link_closed(void *data, ngx_int_t rc)
+{
+    ngx_http_flowscale_link_t *link = data;
+
+    ngx_queue_t               *q;
+    ngx_http_flowscale_job_t  *job;
+
+    ngx_log_error(NGX_LOG_WARN, ngx_http_flowscale_dispatcher.log, 0,
+                  "flowscale: backend %V: event stream %s", &link->peer.name,
+                  link->open ? "closed" : "cannot be opened");
+
+    link->ws = NULL;
+    link->open = 0;
+
+    while (!ngx_queue_empty(&link->waiting)) {
+        q = ngx_queue_head(&link->waiting);
+        ngx_queue_remove(q);
+        q->next = NULL;
+
+        job = ngx_queue_data(q, ngx_http_flowscale_job_t, queue);
+        ngx_http_flowscale_job_lost(job, "backend unreachable");
+    }
+
+    if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
+        ngx_add_timer(&link->reconnect, NGX_HTTP_FLOWSCALE_RETRY_DELAY);
+    }
+}
+
+
+static void
+ngx_http_flowscale_link_reconnect(ngx_event_t *ev)
+{
+    ngx_http_flowscale_link_t  *link = ev->data;
+
+    if (link->ws == NULL) {
+        ngx_http_flowscale_link_connect(link);
+    }
+}
+
+
+static void
+ngx_http_flowscale_job_upload(ngx_http_flowscale_job_t *job)
+{
+    ngx_str_t                       path, body, type, subfolder;
+    ngx_http_flowscale_job_file_t  *f;
+
+    if (job->next_file == job->files.nelts) {
+        ngx_http_flowscale_job_submit(job);
+        return;
+    }
+
+    job->state = NGX_HTTP_FLOWSCALE_JOB_UPLOADING;
+
+    f = (ngx_http_flowscale_job_file_t *) job->files.elts + job->next_file;
+
+    ngx_str_set(&path, "/upload/image");
+    ngx_str_set(&subfolder, "flowscale");
+
+    if (ngx_http_flowscale_comfy_upload_body(job->pool, &f->filename,
+                                             &f->content_type, f->data.data,
+                                             f->data.len, &subfolder, &body,
+                                             &type)
+        != NGX_OK)
+    {
+        ngx_http_flowscale_job_lost(job, "out of memory");
+        return;
+    }
+
+    job->req = ngx_http_flowscale_comfy_request(&job->link->peer, "POST",
+                   &path, &type, &body, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_job_uploaded, job, job->log);
+
+    if (job->req == NULL) {
+        ngx_http_flowscale_job_lost(job, "cannot upload");
+    }
+}
+
+
+/* {"name": "in (1).png", "subfolder": "flowscale", "type": "input"} */
+
+static void
+ngx_http_flowscale_job_uploaded(void *data, ngx_int_t rc, ngx_uint_t status,
+    ngx_str_t *body)
+{
+    ngx_http_flowscale_job_t *job = data;
+
+    char                           *name;
+    json_t                         *reply, *node;
+    const char                     *file, *sub;
+    ngx_http_flowscale_job_file_t  *f;
+
+    job->req = NULL;
+
+    reply = (rc == NGX_OK && status == NGX_HTTP_OK)
+            ? json_loadb((char *) body->data, body->len, 0, NULL) : NULL;
+
+    file = json_string_value(json_object_get(reply, "name"));
+    sub = json_string_value(json_object_get(reply, "subfolder"));
+
+    if (file == NULL) {
+        json_decref(reply);
+        ngx_log_error(NGX_LOG_ERR, job->log, 0, "flowscale: backend %V "
+                      "refused the upload of run %V (status %ui)",
+                      &job->link->peer.name, &job->id, status);
+        ngx_http_flowscale_job_lost(job, "upload refused");
+        return;
+    }
+
+    f = (ngx_http_flowscale_job_file_t *) job->files.elts + job->next_file;
+
+    /* LoadImage takes "subfolder/name": always the name ComfyUI returned */
+    name = ngx_pnalloc(job->pool, ngx_strlen(file) + (sub ? ngx_strlen(sub)
+                                                          : 0) + 2);
+    if (name == NULL) {
+        json_decref(reply);
+        ngx_http_flowscale_job_lost(job, "out of memory");
+        return;
+    }
+
+    if (sub && *sub) {
+        ngx_sprintf((u_char *) name, "%s/%s%Z", sub, file);
+
+    } else {
+        ngx_sprintf((u_char *) name, "%s%Z", file);
+    }
+
+    json_decref(reply);
+
+    node = json_object_get(json_object_get(job->prompt, f->node), "inputs");
+    json_object_set_new(node, f->slot, json_string(name));
+
+    job->next_file++;
+    ngx_http_flowscale_job_upload(job);
+}
+
+
+static void
+ngx_http_flowscale_job_submit(ngx_http_flowscale_job_t *job)
+{
+    char       *text;
+    json_t     *req;
+    ngx_str_t   path, type, body;
+
+    job->state = NGX_HTTP_FLOWSCALE_JOB_SUBMITTING;
+
+    req = json_pack("{s:O, s:s%, s:s%}",
+                    "prompt", job->prompt,
+                    "client_id", job->link->client_id.data,
+                    job->link->client_id.len,
+                    "prompt_id", job->id.data, job->id.len);
+
+    text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+
+    if (text == NULL) {
+        ngx_http_flowscale_job_lost(job, "out of memory");
+        return;
+    }
+
+    body.len = ngx_strlen(text);
+    body.data = ngx_pnalloc(job->pool, body.len);
+
+    if (body.data == NULL) {
+        free(text);
+        ngx_http_flowscale_job_lost(job, "out of memory");
+        return;
+    }
+
+    ngx_memcpy(body.data, text, body.len);
+    free(text);
+
+    ngx_str_set(&path, "/prompt");
+    ngx_str_set(&type, "application/json");
+
+    job->req = ngx_http_flowscale_comfy_request(&job->link->peer, "POST",
+                   &path, &type, &body, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_job_submitted, job, job->log);
+
+    if (job->req == NULL) {
+        ngx_http_flowscale_job_lost(job, "cannot submit");
+    }
+}
+
+
+static void
+ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc, ngx_uint_t status,
+    ngx_str_t *body)
+{
+    ngx_http_flowscale_job_t *job = data;
+
+    int                         accepted;
+    long                        number;
+    char                       *prompt_id, num[32];
+    json_t                     *problem, *error;
+    const char                 *params[3];
+    ngx_http_flowscale_run_t   *run;
+    ngx_http_flowscale_zone_t  *z;
+
+    job->req = NULL;
+
+    if (rc != NGX_OK) {
+        ngx_http_flowscale_job_lost(job, "backend unreachable");
+        return;
+    }
+
+    prompt_id = NULL;
+    problem = NULL;
+    number = -1;
+
+    accepted = fs_prompt_reply(job->flcf->deployment, (int) status,
+                               (char *) body->data, body->len, &prompt_id,
+                               &number, &problem) == 0;
+    free(prompt_id);
+
+    if (!accepted) {
+        ngx_log_error(NGX_LOG_WARN, job->log, 0, "flowscale: backend %V "
+                      "rejected run %V (status %ui)", &job->link->peer.name,
+                      &job->id, status);
+
+        error = json_pack("{s:s, s:O?, s:O?}", "type", "rejected",
+                          "message", json_object_get(problem, "detail"),
+                          "errors", json_object_get(problem, "errors"));
+
+        ngx_http_flowscale_job_notify(job, NGX_DECLINED, problem);
+        json_decref(problem);
+
+        ngx_http_flowscale_job_finish(job, NGX_HTTP_FLOWSCALE_FAILED, NULL,
+                                      error);
+        return;
+    }
+
+    z = ngx_http_flowscale_dispatcher.zone;
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, job->id.data, job->id.len);
+    if (run) {
+        run->submitted = 1;
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    job->state = NGX_HTTP_FLOWSCALE_JOB_FOLLOWING;
+    job->last_event = ngx_current_msec;
+    ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_CHECK_INTERVAL);
+
+    ngx_snprintf((u_char *) num, sizeof(num), "%l%Z", number);
+
+    params[0] = (char *) job->id.data;
+    params[1] = (char *) job->link->peer.name.data;
+    params[2] = number >= 0 ? num : NULL;
+
+    ngx_http_flowscale_sql_update(job,
+        "UPDATE flowscale.runs SET backend = $2, prompt_number = $3 "
+        "WHERE id = $1", 3, params);
+
+    ngx_http_flowscale_job_notify(job, NGX_OK, NULL);
+}
+
+
+/*
+ * The backend failed before the run reached it: the run waits again at
+ * the head of the gateway queue, and another backend may take it.
+ */
+
+static void
+ngx_http_flowscale_job_lost(ngx_http_flowscale_job_t *job, const char *why)
+{
+    ngx_log_error(NGX_LOG_WARN, job->log, 0, "flowscale: run %V goes back "
+                  "to the queue: %s (backend %V)", &job->id, why,
+                  &job->link->peer.name);
+
+    ngx_http_flowscale_release(job->link);
+    ngx_http_flowscale_requeue(&job->id);
+
+    ngx_http_flowscale_job_notify(job, NGX_ERROR, NULL);
+    ngx_http_flowscale_job_free(job);
+}
+
+
+static void
+ngx_http_flowscale_job_notify(ngx_http_flowscale_job_t *job, ngx_int_t rc,
+    json_t *problem)
+{
+    ngx_http_flowscale_submitted_pt  submitted;
+
+    submitted = job->submitted;
+    job->submitted = NULL;
+
+    if (submitted) {
+        submitted(job->data, rc, problem);
+    }
+}
+
+
+static void
+ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
+    fs_ws_event_t *ev)
+{
+    const char                 *params[1];
+    ngx_http_flowscale_run_t   *run;
+    ngx_http_flowscale_zone_t  *z;
+
+    z = ngx_http_flowscale_dispatcher.zone;
+    job->last_event = ngx_current_msec;
+
+    switch (ev->type) {
+
+    case FS_WS_EXECUTION_START:
+    case FS_WS_EXECUTING:
+    case FS_WS_EXECUTION_CACHED:
+    case FS_WS_PROGRESS:
+
+        ngx_http_flowscale_runs_lock(z);
+
+        run = ngx_http_flowscale_runs_find(z, job->id.data, job->id.len);
+
+        if (run && run->status == NGX_HTTP_FLOWSCALE_QUEUED) {
+            run->status = NGX_HTTP_FLOWSCALE_RUNNING;
+            run->started = ngx_http_flowscale_now_ms();
+        }
+
+        if (run && ev->type == FS_WS_PROGRESS) {
+            run->progress_value = (int32_t) ev->value;
+            run->progress_max = (int32_t) ev->max;
+            ngx_cpystrn(run->progress_node, (u_char *) ev->node,
+                        sizeof(run->progress_node));
+        }
+
+        if (run) {
+            ngx_http_flowscale_runs_changed(z);
+        }
+
+        ngx_http_flowscale_runs_unlock(z);
+
+        if (!job->started) {
+            job->started = 1;
+            params[0] = (char *) job->id.data;
+            ngx_http_flowscale_sql_update(job,
+                "UPDATE flowscale.runs SET status = 'running', "
+                "started_at = now() WHERE id = $1 AND status = 'queued'",
+                1, params);
+        }
+
+        return;
+
+    case FS_WS_DONE:
+        /* "executing" with node null: history is written */
+        job->done_seen = 1;
+        ngx_http_flowscale_job_check(&job->check);
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+/* /history/ID: the check after "done", and the safety net without events */
+
+static void
+ngx_http_flowscale_job_check(ngx_event_t *ev)
+{
+    ngx_http_flowscale_job_t *job = ev->data;
+
+    u_char     *p;
+    ngx_str_t   path;
+
+    if (job->check.timer_set) {
+        ngx_del_timer(&job->check);
+    }
+
+    if (job->state != NGX_HTTP_FLOWSCALE_JOB_FOLLOWING || job->req) {
+        return;
+    }
+
+    if (!job->done_seen
+        && ngx_current_msec - job->last_event
+           < NGX_HTTP_FLOWSCALE_CHECK_INTERVAL)
+    {
+        ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_CHECK_INTERVAL);
+        return;
+    }
+
+    path.data = ngx_pnalloc(job->pool, sizeof("/history/") + job->id.len);
+    if (path.data == NULL) {
+        ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_CHECK_INTERVAL);
+        return;
+    }
+
+    p = ngx_sprintf(path.data, "/history/%V", &job->id);
+    path.len = p - path.data;
+
+    job->req = ngx_http_flowscale_comfy_request(&job->link->peer, "GET",
+                   &path, NULL, NULL, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_job_history, job, job->log);
+
+    if (job->req == NULL) {
+        ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_CHECK_INTERVAL);
+    }
+}
+
+
+static void
+ngx_http_flowscale_job_history(void *data, ngx_int_t rc, ngx_uint_t status,
+    ngx_str_t *body)
+{
+    ngx_http_flowscale_job_t *job = data;
+
+    char                 id[NGX_HTTP_FLOWSCALE_RUN_ID_LEN + 1];
+    json_t              *outputs, *error;
+    fs_history_state_e   state;
+
+    job->req = NULL;
+
+    outputs = NULL;
+    error = NULL;
+    state = FS_HISTORY_PENDING;
+
+    ngx_cpystrn((u_char *) id, job->id.data, sizeof(id));
+
+    if (rc != NGX_OK || status != NGX_HTTP_OK
+        || fs_history_parse(job->flcf->deployment, id, (char *) body->data,
+                            body->len, &state, &outputs, &error)
+           != 0)
+    {
+        state = FS_HISTORY_PENDING;
+    }
+
+    switch (state) {
+
+    case FS_HISTORY_SUCCEEDED:
+        ngx_http_flowscale_job_finish(job, NGX_HTTP_FLOWSCALE_SUCCEEDED,
+                                      outputs, NULL);
+        return;
+
+    case FS_HISTORY_FAILED:
+    case FS_HISTORY_INTERRUPTED:
+        ngx_http_flowscale_job_finish(job, NGX_HTTP_FLOWSCALE_FAILED, outputs,
+                                      error);
+        return;
+
+    default:
+        /* still queued or running there: look again later */
+        json_decref(outputs);
+        json_decref(error);
+
+        /* after "done" the history entry is due any moment */
+        ngx_add_timer(&job->check, job->done_seen
+                                   ? NGX_HTTP_FLOWSCALE_RETRY_DELAY
+                                   : NGX_HTTP_FLOWSCALE_CHECK_INTERVAL);
+        job->last_event = ngx_current_msec;
+    }
+}
+
+
+/* takes outputs and error */
+
+static void
+ngx_http_flowscale_job_finish(ngx_http_flowscale_job_t *job,
+    ngx_http_flowscale_status_e status, json_t *outputs, json_t *error)
+{
+    job->state = NGX_HTTP_FLOWSCALE_JOB_FINISHING;
+    job->status = status;
+    job->outputs = outputs;
+    job->error = error;
+
+    if (job->check.timer_set) {
+        ngx_del_timer(&job->check);
+    }
+
+    ngx_http_flowscale_job_record(job);
+}
+
+
+/* PostgreSQL first: the live view never shows what is not durable */
+
+static void
+ngx_http_flowscale_job_record(ngx_http_flowscale_job_t *job)
+{
+    char        *outputs, *error;
+    const char  *params[4];
+
+    outputs = job->outputs ? json_dumps(job->outputs, JSON_COMPACT) : NULL;
+    error = job->error ? json_dumps(job->error, JSON_COMPACT) : NULL;
+
+    params[0] = (char *) job->id.data;
+    params[1] = ngx_http_flowscale_status_name(job->status);
+    params[2] = outputs;
+    params[3] = error;
+
+    job->query = ngx_http_flowscale_pg_query(
+        "UPDATE flowscale.runs SET status = $2, outputs = $3, error = $4, "
+        "started_at = coalesce(started_at, now()), finished_at = now() "
+        "WHERE id = $1", 4, params, NULL,
+        ngx_http_flowscale_job_recorded, job, job->log);
+
+    free(outputs);
+    free(error);
+
+    if (job->query == NULL) {
+        ngx_http_flowscale_job_recorded(job, NULL, "no connection");
+    }
+}
+
+
+static void
+ngx_http_flowscale_job_recorded(void *data, PGresult *res, const char *error)
+{
+    ngx_http_flowscale_job_t *job = data;
+
+    char                       *outputs, *err;
+    ngx_http_flowscale_run_t   *run;
+    ngx_http_flowscale_zone_t  *z;
+
+    job->query = NULL;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        ngx_log_error(NGX_LOG_ERR, job->log, 0, "flowscale: cannot record "
+                      "the end of run %V, retrying: %s", &job->id,
+                      res ? PQresultErrorMessage(res) : error);
+
+        /* the check timer brings it back here */
+        job->check.handler = ngx_http_flowscale_job_retry_record;
+        ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_RETRY_DELAY);
+        return;
+    }
+
+    z = ngx_http_flowscale_dispatcher.zone;
+
+    outputs = job->outputs ? json_dumps(job->outputs, JSON_COMPACT) : NULL;
+    err = job->error ? json_dumps(job->error, JSON_COMPACT) : NULL;
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, job->id.data, job->id.len);
+
+    if (run) {
+        if (outputs) {
+            (void) ngx_http_flowscale_runs_set_json(z, &run->outputs,
+                       (u_char *) outputs, ngx_strlen(outputs));
+        }
+
+        if (err) {
+            (void) ngx_http_flowscale_runs_set_json(z, &run->error,
+                       (u_char *) err, ngx_strlen(err));
+        }
+
+        if (run->started == 0) {
+            run->started = ngx_http_flowscale_now_ms();
+        }
+
+        ngx_http_flowscale_runs_finish(z, run, job->status);
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    free(outputs);
+    free(err);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, job->log, 0,
+                   "flowscale: run %V %s", &job->id,
+                   ngx_http_flowscale_status_name(job->status));
+
+    ngx_http_flowscale_release(job->link);
+    ngx_http_flowscale_job_free(job);
+
+    ngx_http_flowscale_kick();
+}
+
+
+static void
+ngx_http_flowscale_job_retry_record(ngx_event_t *ev)
+{
+    ngx_http_flowscale_job_record(ev->data);
+}
+
+
+static ngx_http_flowscale_job_t *
+ngx_http_flowscale_job_find(ngx_str_t *id)
+{
+    ngx_rbtree_key_t                  key;
+    ngx_rbtree_node_t                *node, *sentinel;
+    ngx_http_flowscale_job_t         *job;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    key = ngx_murmur_hash2(id->data, id->len);
+
+    node = ds->jobs.root;
+    sentinel = ds->jobs.sentinel;
+
+    while (node != sentinel) {
+
+        if (key != node->key) {
+            node = (key < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        job = (ngx_http_flowscale_job_t *) node;
+
+        if (job->id.len == id->len
+            && ngx_memcmp(job->id.data, id->data, id->len) == 0)
+        {
+            return job;
+        }
+
+        /* equal keys are inserted to the right */
+        node = node->right;
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Hands queued runs to backends with room, oldest first.  Called when a
+ * run ends in this worker and by the leader's timer, so a slot freed
+ * anywhere is used.
+ */
+
+static void
+ngx_http_flowscale_kick(void)
+{
+    ngx_str_t                         id;
+    ngx_queue_t                      *q;
+    const char                       *params[1];
+    ngx_http_flowscale_run_t         *run;
+    ngx_http_flowscale_job_t         *job;
+    ngx_http_flowscale_link_t        *link;
+    ngx_http_flowscale_loc_conf_t    *flcf;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+    u_char                            buf[NGX_HTTP_FLOWSCALE_RUN_ID_LEN + 1];
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    for ( ;; ) {
+        flcf = NULL;
+
+        ngx_http_flowscale_runs_lock(ds->zone);
+
+        for (q = ngx_queue_head(&ds->zone->sh->pending);
+             q != ngx_queue_sentinel(&ds->zone->sh->pending);
+             q = ngx_queue_next(q))
+        {
+            run = ngx_queue_data(q, ngx_http_flowscale_run_t, queue);
+            flcf = ngx_http_flowscale_find_deployment(run->project,
+                                                      run->deployment);
+            if (flcf) {
+                break;
+            }
+        }
+
+        if (flcf == NULL) {
+            ngx_http_flowscale_runs_unlock(ds->zone);
+            return;
+        }
+
+        /* take it out now, so no other worker hands it out too */
+        ngx_queue_remove(q);
+        ngx_queue_init(q);
+        run->pending = 0;
+
+        ngx_memcpy(buf, run->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
+        buf[NGX_HTTP_FLOWSCALE_RUN_ID_LEN] = '\0';
+
+        ngx_http_flowscale_runs_unlock(ds->zone);
+
+        id.data = buf;
+        id.len = NGX_HTTP_FLOWSCALE_RUN_ID_LEN;
+
+        link = ngx_http_flowscale_reserve(flcf, &id);
+
+        if (link == NULL) {
+            ngx_http_flowscale_requeue(&id);
+            return;
+        }
+
+        job = ngx_http_flowscale_job_create(flcf, &id, link);
+        if (job == NULL) {
+            ngx_http_flowscale_release(link);
+            ngx_http_flowscale_requeue(&id);
+            return;
+        }
+
+        params[0] = (char *) job->id.data;
+
+        job->query = ngx_http_flowscale_pg_query(
+            "SELECT r.prompt, coalesce((SELECT json_agg(json_build_object("
+            "'input', f.input, 'node', f.node, 'slot', f.slot, "
+            "'filename', f.filename, 'content_type', f.content_type, "
+            "'data', encode(f.data, 'base64'))) "
+            "FROM flowscale.run_files f WHERE f.run_id = r.id), '[]') "
+            "FROM flowscale.runs r WHERE r.id = $1 AND r.status = 'queued'",
+            1, params, NULL, ngx_http_flowscale_fetched, job, job->log);
+
+        if (job->query == NULL) {
+            ngx_http_flowscale_job_lost(job, "database unavailable");
+            return;
+        }
+    }
+}
+
+
+/* a queued run's prompt and files, from PostgreSQL */
+
+static void
+ngx_http_flowscale_fetched(void *data, PGresult *res, const char *error)
+{
+    ngx_http_flowscale_job_t *job = data;
+
+    size_t                          i;
+    json_t                         *files, *f;
+    ngx_str_t                       src;
+    ngx_http_flowscale_job_file_t  *jf;
+
+    job->query = NULL;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_http_flowscale_job_lost(job, "database unavailable");
+        return;
+    }
+
+    if (PQntuples(res) == 0) {
+        /* canceled or finished meanwhile: nothing to do */
+        ngx_http_flowscale_release(job->link);
+        ngx_http_flowscale_job_free(job);
+        return;
+    }
+
+    job->prompt = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    files = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+
+    if (job->prompt == NULL || files == NULL) {
+        json_decref(files);
+        ngx_http_flowscale_job_lost(job, "unreadable run");
+        return;
+    }
+
+    json_array_foreach(files, i, f) {
+        jf = ngx_array_push(&job->files);
+        if (jf == NULL) {
+            break;
+        }
+
+        jf->input = ngx_http_flowscale_pstrdup(job->pool,
+                        json_string_value(json_object_get(f, "input")));
+        jf->node = ngx_http_flowscale_pstrdup(job->pool,
+                       json_string_value(json_object_get(f, "node")));
+        jf->slot = ngx_http_flowscale_pstrdup(job->pool,
+                       json_string_value(json_object_get(f, "slot")));
+
+        jf->filename.data = (u_char *) ngx_http_flowscale_pstrdup(job->pool,
+                       json_string_value(json_object_get(f, "filename")));
+        jf->content_type.data = (u_char *) ngx_http_flowscale_pstrdup(
+                       job->pool,
+                       json_string_value(json_object_get(f, "content_type")));
+
+        src.data = (u_char *) json_string_value(json_object_get(f, "data"));
+        src.len = src.data ? ngx_strlen(src.data) : 0;
+
+        jf->data.data = ngx_pnalloc(job->pool,
+                                    ngx_base64_decoded_length(src.len));
+
+        if (jf->input == NULL || jf->node == NULL || jf->slot == NULL
+            || jf->filename.data == NULL || jf->content_type.data == NULL
+            || jf->data.data == NULL
+            || ngx_decode_base64(&jf->data, &src) != NGX_OK)
+        {
+            break;
+        }
+
+        jf->filename.len = ngx_strlen(jf->filename.data);
+        jf->content_type.len = ngx_strlen(jf->content_type.data);
+    }
+
+    i = json_array_size(files);
+    json_decref(files);
+
+    if (job->files.nelts != i) {
+        ngx_http_flowscale_job_lost(job, "unreadable run files");
+        return;
+    }
+
+    ngx_http_flowscale_job_start(job);
+}
+
+
+static ngx_http_flowscale_loc_conf_t *
+ngx_http_flowscale_find_deployment(u_char *project, u_char *name)
+{
+    ngx_uint_t                        i;
+    ngx_http_flowscale_loc_conf_t   **flcfp;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    flcfp = ds->fmcf->deployments.elts;
+
+    for (i = 0; i < ds->fmcf->deployments.nelts; i++) {
+        if (flcfp[i]->name.len == ngx_strlen(name)
+            && ngx_strncmp(flcfp[i]->name.data, name, flcfp[i]->name.len)
+               == 0
+            && flcfp[i]->project.len == ngx_strlen(project)
+            && ngx_strncmp(flcfp[i]->project.data, project,
+                           flcfp[i]->project.len) == 0)
+        {
+            return flcfp[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * One worker leads: it keeps the gateway queue moving when slots were
+ * freed elsewhere.  A leader that stops answering is replaced within
+ * NGX_HTTP_FLOWSCALE_LEADER_TIMEOUT.
+ */
+
+static void
+ngx_http_flowscale_leader(ngx_event_t *ev)
+{
+    ngx_uint_t                        lead;
+    ngx_http_flowscale_shctx_t       *sh;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    sh = ds->zone->sh;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    if (sh->leader == 0 || sh->leader == ngx_pid
+        || ngx_current_msec - sh->leader_seen
+           > NGX_HTTP_FLOWSCALE_LEADER_TIMEOUT)
+    {
+        sh->leader = ngx_pid;
+        sh->leader_seen = ngx_current_msec;
+    }
+
+    lead = (sh->leader == ngx_pid);
+    ngx_http_flowscale_runs_unlock(ds->zone);
+
+    if (lead) {
+        ngx_http_flowscale_kick();
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_FLOWSCALE_LEADER_INTERVAL);
+}
+
+
+/* bookkeeping updates whose failure is only logged */
+
+static void
+ngx_http_flowscale_sql_update(ngx_http_flowscale_job_t *job, const char *sql,
+    ngx_uint_t n, const char **params)
+{
+    (void) ngx_http_flowscale_pg_query(sql, (int) n, params, NULL,
+                                       ngx_http_flowscale_sql_ignore, NULL,
+                                       job->log);
+}
+
+
+static void
+ngx_http_flowscale_sql_ignore(void *data, PGresult *res, const char *error)
+{
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_flowscale_dispatcher.log, 0,
+                      "flowscale: run bookkeeping not saved: %s",
+                      res ? PQresultErrorMessage(res) : error);
+    }
+}
+
+
+static char *
+ngx_http_flowscale_pstrdup(ngx_pool_t *pool, const char *s)
+{
+    size_t   len;
+    char    *p;
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    len = ngx_strlen(s) + 1;
+
+    p = ngx_pnalloc(pool, len);
+    if (p) {
+        ngx_memcpy(p, s, len);
+    }
+
+    return p;
+}

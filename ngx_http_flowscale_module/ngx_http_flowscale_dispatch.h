@@ -1,0 +1,50 @@
+
+/*
+ * FlowScale for nginx: handing runs to ComfyUI backends and following them
+ * to the end.
+ */
+
+
+#ifndef _NGX_HTTP_FLOWSCALE_DISPATCH_H_INCLUDED_
+#define _NGX_HTTP_FLOWSCALE_DISPATCH_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_inputs.h"
+
+
+typedef struct ngx_http_flowscale_job_s  ngx_http_flowscale_job_t;
+
+/*
+ * rc NGX_OK: ComfyUI accepted the prompt; NGX_DECLINED: it rejected it
+ * (problem: {"detail", "errors"}), and the run has failed; NGX_ERROR: the
+ * backend could not be reached, and the run went back to the queue.
+ */
+typedef void (*ngx_http_flowscale_submitted_pt)(void *data, ngx_int_t rc,
+    json_t *problem);
+
+
+ngx_int_t ngx_http_flowscale_dispatch_init_process(ngx_cycle_t *cycle);
+void ngx_http_flowscale_dispatch_exit_process(ngx_cycle_t *cycle);
+
+/*
+ * A new, committed run: NGX_AGAIN when a backend with room takes it now
+ * (submitted is called later, unless detached; the job owns files), NGX_OK
+ * when it waits in the gateway queue.
+ */
+ngx_int_t ngx_http_flowscale_dispatch_new(
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, json_t *prompt,
+    fs_file_t *files, size_t nfiles, ngx_http_flowscale_submitted_pt submitted,
+    void *data, ngx_http_flowscale_job_t **job);
+void ngx_http_flowscale_dispatch_detach(ngx_http_flowscale_job_t *job);
+
+/* the gateway queue in the zone: at the tail, or back at the head */
+void ngx_http_flowscale_enqueue(ngx_str_t *id);
+void ngx_http_flowscale_requeue(ngx_str_t *id);
+
+
+#endif /* _NGX_HTTP_FLOWSCALE_DISPATCH_H_INCLUDED_ */

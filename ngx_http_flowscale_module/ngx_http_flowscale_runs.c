@@ -1,0 +1,399 @@
+
+/*
+ * FlowScale for nginx: runs in the shared zone.  An rbtree by id for
+ * lookups from any worker, a FIFO of runs waiting for a backend, and a
+ * queue of finished runs that are evicted oldest first when the zone is
+ * full (PostgreSQL still has them).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_flowscale_module.h"
+
+
+static ngx_int_t ngx_http_flowscale_runs_evict(ngx_http_flowscale_zone_t *z);
+static void ngx_http_flowscale_runs_free(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run);
+static void *ngx_http_flowscale_runs_alloc(ngx_http_flowscale_zone_t *z,
+    size_t size);
+
+
+static const char  *ngx_http_flowscale_status_names[] = {
+    "queued", "running", "succeeded", "failed", "canceled"
+};
+
+
+const char *
+ngx_http_flowscale_status_name(ngx_http_flowscale_status_e s)
+{
+    return ngx_http_flowscale_status_names[s];
+}
+
+
+int64_t
+ngx_http_flowscale_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (int64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+ngx_http_flowscale_zone_t *
+ngx_http_flowscale_zone_get(ngx_cycle_t *cycle)
+{
+    ngx_http_flowscale_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_flowscale_module);
+
+    if (fmcf == NULL || fmcf->shm_zone == NULL) {
+        return NULL;
+    }
+
+    return fmcf->shm_zone->data;
+}
+
+
+void
+ngx_http_flowscale_runs_lock(ngx_http_flowscale_zone_t *z)
+{
+    ngx_shmtx_lock(&z->shpool->mutex);
+}
+
+
+void
+ngx_http_flowscale_runs_unlock(ngx_http_flowscale_zone_t *z)
+{
+    ngx_shmtx_unlock(&z->shpool->mutex);
+}
+
+
+void
+ngx_http_flowscale_runs_changed(ngx_http_flowscale_zone_t *z)
+{
+    ngx_atomic_fetch_add(&z->sh->changes, 1);
+}
+
+
+void
+ngx_http_flowscale_runs_rbtree_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t         **p;
+    ngx_http_flowscale_run_t   *run, *t;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            run = (ngx_http_flowscale_run_t *) node;
+            t = (ngx_http_flowscale_run_t *) temp;
+
+            p = (ngx_memcmp(run->id, t->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN)
+                 < 0) ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+ngx_http_flowscale_run_t *
+ngx_http_flowscale_runs_find(ngx_http_flowscale_zone_t *z, u_char *id,
+    size_t len)
+{
+    ngx_int_t                  rc;
+    ngx_rbtree_key_t           key;
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_http_flowscale_run_t  *run;
+
+    if (len != NGX_HTTP_FLOWSCALE_RUN_ID_LEN) {
+        return NULL;
+    }
+
+    key = ngx_murmur_hash2(id, len);
+
+    node = z->sh->rbtree.root;
+    sentinel = z->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (key != node->key) {
+            node = (key < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        run = (ngx_http_flowscale_run_t *) node;
+        rc = ngx_memcmp(id, run->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
+
+        if (rc == 0) {
+            return run;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+ngx_http_flowscale_run_t *
+ngx_http_flowscale_runs_insert(ngx_http_flowscale_zone_t *z, ngx_str_t *id,
+    ngx_str_t *inputs)
+{
+    ngx_http_flowscale_run_t  *run;
+
+    if (id->len != NGX_HTTP_FLOWSCALE_RUN_ID_LEN) {
+        return NULL;
+    }
+
+    run = ngx_http_flowscale_runs_alloc(z, sizeof(ngx_http_flowscale_run_t));
+    if (run == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(run, sizeof(ngx_http_flowscale_run_t));
+    ngx_memcpy(run->id, id->data, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
+
+    if (ngx_http_flowscale_runs_set_json(z, &run->inputs, inputs->data,
+                                         inputs->len)
+        != NGX_OK)
+    {
+        ngx_slab_free_locked(z->shpool, run);
+        return NULL;
+    }
+
+    run->node.key = ngx_murmur_hash2(run->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
+    run->created = ngx_http_flowscale_now_ms();
+    run->status = NGX_HTTP_FLOWSCALE_QUEUED;
+
+    ngx_rbtree_insert(&z->sh->rbtree, &run->node);
+    ngx_queue_init(&run->queue);
+
+    ngx_http_flowscale_runs_changed(z);
+
+    return run;
+}
+
+
+ngx_int_t
+ngx_http_flowscale_runs_set_json(ngx_http_flowscale_zone_t *z,
+    ngx_str_t *field, u_char *data, size_t len)
+{
+    u_char  *p;
+
+    p = NULL;
+
+    if (len) {
+        p = ngx_http_flowscale_runs_alloc(z, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, data, len);
+    }
+
+    if (field->data) {
+        ngx_slab_free_locked(z->shpool, field->data);
+    }
+
+    field->data = p;
+    field->len = len;
+
+    return NGX_OK;
+}
+
+
+/* a finished run leaves the gateway queue and becomes evictable */
+
+void
+ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run, ngx_http_flowscale_status_e status)
+{
+    if (!ngx_queue_empty(&run->queue)) {
+        ngx_queue_remove(&run->queue);
+    }
+
+    run->pending = 0;
+    run->status = status;
+    run->finished = ngx_http_flowscale_now_ms();
+    run->owner = 0;
+
+    ngx_queue_insert_tail(&z->sh->finished, &run->queue);
+
+    ngx_http_flowscale_runs_changed(z);
+}
+
+
+ngx_http_flowscale_backend_slot_t *
+ngx_http_flowscale_runs_backend(ngx_http_flowscale_zone_t *z,
+    ngx_str_t *name)
+{
+    ngx_uint_t                          i;
+    ngx_http_flowscale_backend_slot_t  *b;
+
+    for (i = 0; i < z->sh->nbackends; i++) {
+        b = &z->sh->backends[i];
+
+        if (ngx_strlen(b->name) == name->len
+            && ngx_strncmp(b->name, name->data, name->len) == 0)
+        {
+            return b;
+        }
+    }
+
+    if (z->sh->nbackends == NGX_HTTP_FLOWSCALE_MAX_BACKENDS
+        || name->len >= sizeof(b->name))
+    {
+        return NULL;
+    }
+
+    b = &z->sh->backends[z->sh->nbackends++];
+    ngx_memzero(b, sizeof(ngx_http_flowscale_backend_slot_t));
+    ngx_memcpy(b->name, name->data, name->len);
+
+    return b;
+}
+
+
+ngx_int_t
+ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z, u_char *id,
+    size_t len, ngx_pool_t *pool, ngx_http_flowscale_run_view_t *view)
+{
+    u_char                    *copy;
+    ngx_str_t                 *f, *fields[3];
+    ngx_uint_t                 i, position;
+    ngx_queue_t               *q;
+    ngx_http_flowscale_run_t  *run;
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, id, len);
+
+    if (run == NULL) {
+        ngx_http_flowscale_runs_unlock(z);
+        return NGX_DECLINED;
+    }
+
+    view->run = *run;
+    view->position = 0;
+
+    if (run->pending) {
+        position = 1;
+
+        for (q = ngx_queue_head(&z->sh->pending);
+             q != &run->queue;
+             q = ngx_queue_next(q))
+        {
+            position++;
+        }
+
+        view->position = position;
+    }
+
+    fields[0] = &view->run.inputs;
+    fields[1] = &view->run.outputs;
+    fields[2] = &view->run.error;
+
+    for (i = 0; i < 3; i++) {
+        f = fields[i];
+
+        if (f->len == 0) {
+            continue;
+        }
+
+        copy = ngx_pnalloc(pool, f->len);
+        if (copy == NULL) {
+            ngx_http_flowscale_runs_unlock(z);
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(copy, f->data, f->len);
+        f->data = copy;
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_flowscale_runs_alloc(ngx_http_flowscale_zone_t *z, size_t size)
+{
+    void  *p;
+
+    for ( ;; ) {
+        p = ngx_slab_alloc_locked(z->shpool, size);
+        if (p) {
+            return p;
+        }
+
+        if (ngx_http_flowscale_runs_evict(z) != NGX_OK) {
+            return NULL;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_runs_evict(ngx_http_flowscale_zone_t *z)
+{
+    ngx_queue_t               *q;
+    ngx_http_flowscale_run_t  *run;
+
+    if (ngx_queue_empty(&z->sh->finished)) {
+        return NGX_DECLINED;
+    }
+
+    q = ngx_queue_head(&z->sh->finished);
+    run = ngx_queue_data(q, ngx_http_flowscale_run_t, queue);
+
+    ngx_http_flowscale_runs_free(z, run);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_flowscale_runs_free(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run)
+{
+    ngx_queue_remove(&run->queue);
+    ngx_rbtree_delete(&z->sh->rbtree, &run->node);
+
+    if (run->inputs.data) {
+        ngx_slab_free_locked(z->shpool, run->inputs.data);
+    }
+
+    if (run->outputs.data) {
+        ngx_slab_free_locked(z->shpool, run->outputs.data);
+    }
+
+    if (run->error.data) {
+        ngx_slab_free_locked(z->shpool, run->error.data);
+    }
+
+    ngx_slab_free_locked(z->shpool, run);
+}

@@ -1,0 +1,126 @@
+
+/*
+ * FlowScale for nginx: the live view of runs in the shared zone, for every
+ * worker and across reloads.  PostgreSQL stays the system of record; this
+ * is what GET L/runs/ID, waiting requests and the dispatcher read.
+ */
+
+
+#ifndef _NGX_HTTP_FLOWSCALE_RUNS_H_INCLUDED_
+#define _NGX_HTTP_FLOWSCALE_RUNS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#define NGX_HTTP_FLOWSCALE_RUN_ID_LEN     36
+#define NGX_HTTP_FLOWSCALE_MAX_BACKENDS   64
+
+
+typedef enum {
+    NGX_HTTP_FLOWSCALE_QUEUED = 0,
+    NGX_HTTP_FLOWSCALE_RUNNING,
+    NGX_HTTP_FLOWSCALE_SUCCEEDED,
+    NGX_HTTP_FLOWSCALE_FAILED,
+    NGX_HTTP_FLOWSCALE_CANCELED
+} ngx_http_flowscale_status_e;
+
+
+typedef struct {
+    ngx_rbtree_node_t               node;       /* key: hash of the id */
+    ngx_queue_t                     queue;      /* pending, or finished */
+
+    u_char                          id[NGX_HTTP_FLOWSCALE_RUN_ID_LEN];
+    u_char                          project[65];
+    u_char                          deployment[65];
+    u_char                          version[9];
+    u_char                          backend[64];
+    u_char                          progress_node[32];
+
+    ngx_http_flowscale_status_e     status;
+    unsigned                        pending:1;  /* in the gateway queue */
+    unsigned                        submitted:1;
+
+    ngx_pid_t                       owner;      /* follows it on a backend */
+
+    int64_t                         created;    /* ms since the epoch */
+    int64_t                         started;
+    int64_t                         finished;
+
+    int32_t                         progress_value;
+    int32_t                         progress_max;
+
+    ngx_str_t                       inputs;     /* JSON, in the zone */
+    ngx_str_t                       outputs;
+    ngx_str_t                       error;
+} ngx_http_flowscale_run_t;
+
+
+typedef struct {
+    u_char                          name[64];
+    ngx_uint_t                      outstanding;
+} ngx_http_flowscale_backend_slot_t;
+
+
+typedef struct {
+    ngx_rbtree_t                    rbtree;
+    ngx_rbtree_node_t               sentinel;
+    ngx_queue_t                     pending;    /* oldest first */
+    ngx_queue_t                     finished;   /* oldest first, evictable */
+
+    ngx_atomic_t                    changes;    /* bumped on every change */
+    ngx_uint_t                      generation; /* bumped on every reload */
+
+    ngx_pid_t                       leader;     /* runs background work */
+    ngx_msec_t                      leader_seen;
+
+    ngx_uint_t                      nbackends;
+    ngx_http_flowscale_backend_slot_t  backends[NGX_HTTP_FLOWSCALE_MAX_BACKENDS];
+} ngx_http_flowscale_shctx_t;
+
+
+typedef struct {
+    ngx_http_flowscale_shctx_t     *sh;
+    ngx_slab_pool_t                *shpool;
+} ngx_http_flowscale_zone_t;
+
+
+/* a copy of a run taken under the lock, safe to render afterwards */
+typedef struct {
+    ngx_http_flowscale_run_t        run;
+    ngx_uint_t                      position;   /* 1-based, when pending */
+} ngx_http_flowscale_run_view_t;
+
+
+ngx_http_flowscale_zone_t *ngx_http_flowscale_zone_get(ngx_cycle_t *cycle);
+void ngx_http_flowscale_runs_rbtree_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+
+void ngx_http_flowscale_runs_lock(ngx_http_flowscale_zone_t *z);
+void ngx_http_flowscale_runs_unlock(ngx_http_flowscale_zone_t *z);
+
+/* with the lock held */
+ngx_http_flowscale_run_t *ngx_http_flowscale_runs_insert(
+    ngx_http_flowscale_zone_t *z, ngx_str_t *id, ngx_str_t *inputs);
+ngx_http_flowscale_run_t *ngx_http_flowscale_runs_find(
+    ngx_http_flowscale_zone_t *z, u_char *id, size_t len);
+ngx_int_t ngx_http_flowscale_runs_set_json(ngx_http_flowscale_zone_t *z,
+    ngx_str_t *field, u_char *data, size_t len);
+void ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run, ngx_http_flowscale_status_e status);
+void ngx_http_flowscale_runs_changed(ngx_http_flowscale_zone_t *z);
+ngx_http_flowscale_backend_slot_t *ngx_http_flowscale_runs_backend(
+    ngx_http_flowscale_zone_t *z, ngx_str_t *name);
+
+/* takes the lock itself; copies JSON fields into pool */
+ngx_int_t ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z,
+    u_char *id, size_t len, ngx_pool_t *pool,
+    ngx_http_flowscale_run_view_t *view);
+
+const char *ngx_http_flowscale_status_name(ngx_http_flowscale_status_e s);
+int64_t ngx_http_flowscale_now_ms(void);
+
+
+#endif /* _NGX_HTTP_FLOWSCALE_RUNS_H_INCLUDED_ */
