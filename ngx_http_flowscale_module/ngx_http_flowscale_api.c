@@ -17,6 +17,7 @@ static ngx_int_t ngx_http_flowscale_describe(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
 static ngx_int_t ngx_http_flowscale_not_allowed(ngx_http_request_t *r,
     const char *allow);
+static ngx_int_t ngx_http_flowscale_error_status(ngx_http_request_t *r);
 static ngx_int_t ngx_http_flowscale_run_routes(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *rest);
 
@@ -32,6 +33,11 @@ ngx_http_flowscale_handler(ngx_http_request_t *r)
     ngx_http_flowscale_loc_conf_t  *flcf;
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_http_flowscale_module);
+
+    if (r->err_status) {
+        /* nginx's own error inside L, sent here by error_page */
+        return ngx_http_flowscale_error_status(r);
+    }
 
     if (r->uri.len < flcf->location.len) {
         /* "location /v1/x/" asked as "/v1/x" cannot reach here */
@@ -95,16 +101,58 @@ ngx_http_flowscale_run_routes(ngx_http_request_t *r,
         return rc;
     }
 
-    if (p == last || (p + 1 == last)) {
-        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            return ngx_http_flowscale_not_allowed(r, "GET, HEAD");
-        }
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_flowscale_not_allowed(r, "GET, HEAD");
+    }
 
+    if (p == last || (p + 1 == last)) {
         return ngx_http_flowscale_send_run(r, flcf, &id, NGX_HTTP_OK);
+    }
+
+    if ((size_t) (last - p) > sizeof("/outputs/") - 1
+        && ngx_strncmp(p, "/outputs/", sizeof("/outputs/") - 1) == 0)
+    {
+        rest->data = p + sizeof("/outputs/") - 1;
+        rest->len = last - rest->data;
+
+        return ngx_http_flowscale_output(r, flcf, &id, rest);
     }
 
     return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
                "Not Found", "No such resource under this run.");
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_error_status(ngx_http_request_t *r)
+{
+    ngx_uint_t  status;
+
+    status = r->err_status;
+    r->err_status = 0;
+
+    switch (status) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return ngx_http_flowscale_problem(r, status, "too-large",
+                   "Payload Too Large",
+                   "The body is larger than this deployment accepts "
+                   "(client_max_body_size).");
+
+    case NGX_HTTP_NOT_FOUND:
+        return ngx_http_flowscale_problem(r, status, "not-found",
+                   "Not Found", "The backend no longer has this file.");
+
+    case NGX_HTTP_BAD_GATEWAY:
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        return ngx_http_flowscale_problem(r, status, "backend-failed",
+                   "Backend failed", "The backend did not answer properly; "
+                   "try again later.");
+
+    default:
+        return ngx_http_flowscale_problem(r, status, "bad-request",
+                   "Bad Request", "The request was refused.");
+    }
 }
 
 

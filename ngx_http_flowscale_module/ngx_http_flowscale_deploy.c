@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_flowscale_find_backend(ngx_conf_t *cf,
     ngx_http_flowscale_loc_conf_t *flcf);
 static ngx_int_t ngx_http_flowscale_render_descriptor(ngx_conf_t *cf,
     ngx_http_flowscale_loc_conf_t *flcf);
+static ngx_int_t ngx_http_flowscale_error_pages(ngx_conf_t *cf,
+    ngx_http_flowscale_loc_conf_t *flcf);
 
 
 ngx_int_t
@@ -105,7 +107,11 @@ ngx_http_flowscale_deployment_check(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_flowscale_render_descriptor(cf, flcf) != NGX_OK) {
+    if (ngx_http_flowscale_render_descriptor(cf, flcf) != NGX_OK
+        || ngx_http_flowscale_output_conf(cf, &flcf->output_upstream)
+           != NGX_OK
+        || ngx_http_flowscale_error_pages(cf, flcf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -240,4 +246,79 @@ ngx_http_flowscale_find_input(fs_deployment_t *d, const char *name)
     }
 
     return NULL;
+}
+
+
+/*
+ * Errors nginx itself answers inside L (a body over client_max_body_size,
+ * a backend failing while a file streams) become problem+json too: they
+ * are sent back to L, whose handler answers for r->err_status.  The
+ * location's own error_page directives stay first.
+ */
+
+static ngx_int_t
+ngx_http_flowscale_error_pages(ngx_conf_t *cf,
+    ngx_http_flowscale_loc_conf_t *flcf)
+{
+    ngx_uint_t                         i, j, n;
+    ngx_array_t                       *pages;
+    ngx_http_err_page_t               *err, *old;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_compile_complex_value_t   ccv;
+
+    static ngx_int_t  codes[] = { 400, 403, 404, 413, 502, 504, 0 };
+
+    clcf = flcf->clcf;
+    n = clcf->error_pages ? clcf->error_pages->nelts : 0;
+
+    pages = ngx_array_create(cf->pool, n + 6, sizeof(ngx_http_err_page_t));
+    if (pages == NULL) {
+        return NGX_ERROR;
+    }
+
+    old = n ? clcf->error_pages->elts : NULL;
+
+    for (i = 0; i < n; i++) {
+        err = ngx_array_push(pages);
+        if (err == NULL) {
+            return NGX_ERROR;
+        }
+
+        *err = old[i];
+    }
+
+    for (i = 0; codes[i]; i++) {
+
+        for (j = 0; j < n; j++) {
+            if (old[j].status == codes[i]) {
+                break;
+            }
+        }
+
+        if (j < n) {
+            continue;
+        }
+
+        err = ngx_array_push(pages);
+        if (err == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(err, sizeof(ngx_http_err_page_t));
+        err->status = codes[i];
+        err->overwrite = -1;
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &flcf->location;
+        ccv.complex_value = &err->value;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    clcf->error_pages = pages;
+
+    return NGX_OK;
 }

@@ -372,6 +372,28 @@ requeue:
 }
 
 
+ngx_http_flowscale_peer_t *
+ngx_http_flowscale_dispatch_peer(ngx_str_t *name)
+{
+    ngx_uint_t                        i;
+    ngx_http_flowscale_link_t       **link;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    link = ds->links.elts;
+
+    for (i = 0; i < ds->links.nelts; i++) {
+        if (link[i]->peer.name.len == name->len
+            && ngx_strncmp(link[i]->peer.name.data, name->data, name->len)
+               == 0)
+        {
+            return &link[i]->peer;
+        }
+    }
+
+    return NULL;
+}
+
+
 void
 ngx_http_flowscale_dispatch_detach(ngx_http_flowscale_job_t *job)
 {

@@ -15,6 +15,7 @@
 
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_inputs.h"
+#include "ngx_http_flowscale_comfy.h"
 
 
 typedef struct ngx_http_flowscale_job_s  ngx_http_flowscale_job_t;
@@ -41,6 +42,9 @@ ngx_int_t ngx_http_flowscale_dispatch_new(
     fs_file_t *files, size_t nfiles, ngx_http_flowscale_submitted_pt submitted,
     void *data, ngx_http_flowscale_job_t **job);
 void ngx_http_flowscale_dispatch_detach(ngx_http_flowscale_job_t *job);
+
+/* the address of a backend by its name, as recorded on a run */
+ngx_http_flowscale_peer_t *ngx_http_flowscale_dispatch_peer(ngx_str_t *name);
 
 /* the gateway queue in the zone: at the tail, or back at the head */
 void ngx_http_flowscale_enqueue(ngx_str_t *id);

@@ -37,8 +37,8 @@ static char *ngx_http_flowscale_workflow(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_flowscale_input(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_flowscale_output(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
+static char *ngx_http_flowscale_output_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_flowscale_io(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_flowscale_backend(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -129,7 +129,7 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
 
     { ngx_string("flowscale_output"),
       NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
-      ngx_http_flowscale_output,
+      ngx_http_flowscale_output_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -384,6 +384,7 @@ ngx_http_flowscale_deployment(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     flcf->name = value[1];
     flcf->location = clcf->name;
+    flcf->clcf = clcf;
 
     /* "location /v1/x/" answers at /v1/x/ and its runs at /v1/x/runs */
     while (flcf->location.len > 1
@@ -508,7 +509,8 @@ ngx_http_flowscale_input(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static char *
-ngx_http_flowscale_output(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_flowscale_output_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
 {
     ngx_http_flowscale_loc_conf_t *flcf = conf;
 

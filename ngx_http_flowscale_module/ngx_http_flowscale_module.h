@@ -61,6 +61,9 @@ typedef struct {
     ngx_http_upstream_srv_conf_t   *backend;
     ngx_uint_t                      backend_depth;
     ngx_msec_t                      max_wait;
+
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_upstream_conf_t        output_upstream;
 } ngx_http_flowscale_loc_conf_t;
 
 
@@ -100,6 +103,12 @@ ngx_int_t ngx_http_flowscale_send_run(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_uint_t status);
 ngx_int_t ngx_http_flowscale_wait(ngx_http_request_t *r, ngx_str_t *id,
     ngx_msec_t ms);
+ngx_int_t ngx_http_flowscale_output(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *rest);
+ngx_int_t ngx_http_flowscale_output_conf(ngx_conf_t *cf,
+    ngx_http_upstream_conf_t *conf);
+ngx_uint_t ngx_http_flowscale_view_belongs(ngx_http_flowscale_run_view_t *v,
+    ngx_http_flowscale_loc_conf_t *flcf);
 fs_input_t *ngx_http_flowscale_find_input(fs_deployment_t *d,
     const char *name);
 

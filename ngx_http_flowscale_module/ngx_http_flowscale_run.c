@@ -74,6 +74,21 @@ ngx_http_flowscale_is_finished(ngx_http_flowscale_status_e s)
 }
 
 
+/* a run of another deployment or project is not found here */
+
+ngx_uint_t
+ngx_http_flowscale_view_belongs(ngx_http_flowscale_run_view_t *v,
+    ngx_http_flowscale_loc_conf_t *flcf)
+{
+    return ngx_strlen(v->run.deployment) == flcf->name.len
+           && ngx_strncmp(v->run.deployment, flcf->name.data,
+                          flcf->name.len) == 0
+           && ngx_strlen(v->run.project) == flcf->project.len
+           && ngx_strncmp(v->run.project, flcf->project.data,
+                          flcf->project.len) == 0;
+}
+
+
 /* the run answered with status; Location for a 202 */
 
 ngx_int_t
@@ -96,14 +111,7 @@ ngx_http_flowscale_send_run(ngx_http_request_t *r,
         return ngx_http_flowscale_read_pg(r, flcf, id, status);
     }
 
-    /* a run of another deployment or project is not found here */
-    if (ngx_strlen(view.run.deployment) != flcf->name.len
-        || ngx_strncmp(view.run.deployment, flcf->name.data,
-                       flcf->name.len) != 0
-        || ngx_strlen(view.run.project) != flcf->project.len
-        || ngx_strncmp(view.run.project, flcf->project.data,
-                       flcf->project.len) != 0)
-    {
+    if (!ngx_http_flowscale_view_belongs(&view, flcf)) {
         return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
                    "Run not found", "No run with this id in this "
                    "deployment.");
