@@ -45,7 +45,7 @@ typedef struct {
 
     ngx_str_t                       id;
     ngx_msec_t                      wait;
-    unsigned                        done:1;
+    ngx_int_t                       rc;         /* of a refusal */
 } ngx_http_flowscale_create_ctx_t;
 
 
@@ -162,11 +162,9 @@ ngx_http_flowscale_create_body(ngx_http_request_t *r)
         return;
     }
 
-    rc = ngx_http_flowscale_create_parse(r, ctx, &body);
-
-    if (rc != NGX_OK) {
-        /* a problem was sent, or rc is an error status */
-        ngx_http_finalize_request(r, rc);
+    if (ngx_http_flowscale_create_parse(r, ctx, &body) != NGX_OK) {
+        /* refused: ctx->rc is what sending the problem returned */
+        ngx_http_finalize_request(r, ctx->rc);
         return;
     }
 
@@ -260,23 +258,21 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
     switch (ctx->format) {
 
     case NGX_HTTP_FLOWSCALE_BODY_JSON:
-        status = ngx_http_flowscale_parse_json(r, body, &given);
-        if (status != NGX_OK) {
-            return status;
-        }
-        break;
-
     case NGX_HTTP_FLOWSCALE_BODY_NONE:
-        if (body->len) {
+        if (body->len || ctx->format == NGX_HTTP_FLOWSCALE_BODY_JSON) {
             /* a body without a type: JSON is what the API speaks */
             status = ngx_http_flowscale_parse_json(r, body, &given);
-            if (status != NGX_OK) {
-                return status;
-            }
 
         } else {
+            status = NGX_OK;
             given = json_object();
         }
+
+        if (given == NULL) {
+            ctx->rc = status;
+            return NGX_DECLINED;
+        }
+
         break;
 
     default:
@@ -286,7 +282,8 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
             type = ngx_pnalloc(r->pool,
                                r->headers_in.content_type->value.len + 1);
             if (type == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+                return NGX_DECLINED;
             }
 
             ngx_cpystrn((u_char *) type, r->headers_in.content_type->value.data,
@@ -307,8 +304,9 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
 
         if (rc != 0) {
             fs_parts_free(parts, nparts);
-            return ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
-                       "malformed-body", "Malformed body", err);
+            ctx->rc = ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
+                          "malformed-body", "Malformed body", err);
+            return NGX_DECLINED;
         }
     }
 
@@ -323,13 +321,13 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
     fs_parts_free(parts, nparts);
 
     if (rc != 0) {
-        status = ngx_http_flowscale_problem_errors(r,
-                     NGX_HTTP_FLOWSCALE_UNPROCESSABLE, "invalid-inputs",
-                     "Invalid inputs",
-                     "Some inputs do not fit the deployment; see errors.",
-                     errors);
+        ctx->rc = ngx_http_flowscale_problem_errors(r,
+                      NGX_HTTP_FLOWSCALE_UNPROCESSABLE, "invalid-inputs",
+                      "Invalid inputs",
+                      "Some inputs do not fit the deployment; see errors.",
+                      errors);
         json_decref(errors);
-        return status;
+        return NGX_DECLINED;
     }
 
     return NGX_OK;
@@ -346,6 +344,8 @@ ngx_http_flowscale_parse_json(ngx_http_request_t *r, ngx_str_t *body,
     json_t       *root, *inputs, *value;
     const char   *key;
     json_error_t  jerr;
+
+    *given = NULL;
 
     root = json_loadb((char *) body->data, body->len, JSON_REJECT_DUPLICATES,
                       &jerr);
@@ -394,7 +394,7 @@ ngx_http_flowscale_parse_json(ngx_http_request_t *r, ngx_str_t *body,
 
     json_decref(root);
 
-    return *given ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    return *given ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;   /* ENOMEM */
 }
 
 

@@ -136,6 +136,9 @@ static void ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc,
     ngx_uint_t status, ngx_str_t *body);
 static void ngx_http_flowscale_job_lost(ngx_http_flowscale_job_t *job,
     const char *why);
+static void ngx_http_flowscale_job_drop(ngx_http_flowscale_job_t *job);
+static void ngx_http_flowscale_comfy_ignore(void *data, ngx_int_t rc,
+    ngx_uint_t status, ngx_str_t *body);
 static void ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
     fs_ws_event_t *ev);
 static void ngx_http_flowscale_job_check(ngx_event_t *ev);
@@ -905,6 +908,15 @@ ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc, ngx_uint_t status,
         return;
     }
 
+    /* only 200 and 400 speak about the prompt; the rest is the backend's */
+    if (status != NGX_HTTP_OK && status != NGX_HTTP_BAD_REQUEST) {
+        ngx_log_error(NGX_LOG_WARN, job->log, 0, "flowscale: backend %V "
+                      "answered %ui to a prompt", &job->link->peer.name,
+                      status);
+        ngx_http_flowscale_job_lost(job, "backend error");
+        return;
+    }
+
     prompt_id = NULL;
     problem = NULL;
     number = -1;
@@ -912,12 +924,18 @@ ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc, ngx_uint_t status,
     accepted = fs_prompt_reply(job->flcf->deployment, (int) status,
                                (char *) body->data, body->len, &prompt_id,
                                &number, &problem) == 0;
-    free(prompt_id);
 
     if (!accepted) {
         ngx_log_error(NGX_LOG_WARN, job->log, 0, "flowscale: backend %V "
                       "rejected run %V (status %ui)", &job->link->peer.name,
                       &job->id, status);
+
+        if (prompt_id) {
+            /* queued all the same, for outputs nobody asked for: drop it */
+            ngx_http_flowscale_job_drop(job);
+        }
+
+        free(prompt_id);
 
         error = json_pack("{s:s, s:O?, s:O?}", "type", "rejected",
                           "message", json_object_get(problem, "detail"),
@@ -930,6 +948,8 @@ ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc, ngx_uint_t status,
                                       error);
         return;
     }
+
+    free(prompt_id);
 
     z = ngx_http_flowscale_dispatcher.zone;
 
@@ -957,6 +977,55 @@ ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc, ngx_uint_t status,
         "WHERE id = $1", 3, params);
 
     ngx_http_flowscale_job_notify(job, NGX_OK, NULL);
+}
+
+
+/*
+ * Removes the run from the backend: from its queue, or interrupted if it
+ * already started there (by prompt_id, so no other run is touched).
+ */
+
+static void
+ngx_http_flowscale_job_drop(ngx_http_flowscale_job_t *job)
+{
+    u_char     *p;
+    ngx_str_t   path, type, body;
+
+    ngx_str_set(&type, "application/json");
+
+    body.data = ngx_pnalloc(job->pool, job->id.len + sizeof("{\"delete\": [\"\"]}"));
+    if (body.data == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(body.data, "{\"delete\": [\"%V\"]}", &job->id);
+    body.len = p - body.data;
+
+    ngx_str_set(&path, "/queue");
+    (void) ngx_http_flowscale_comfy_request(&job->link->peer, "POST", &path,
+                   &type, &body, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_comfy_ignore, NULL, job->log);
+
+    body.data = ngx_pnalloc(job->pool, job->id.len
+                                       + sizeof("{\"prompt_id\": \"\"}"));
+    if (body.data == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(body.data, "{\"prompt_id\": \"%V\"}", &job->id);
+    body.len = p - body.data;
+
+    ngx_str_set(&path, "/interrupt");
+    (void) ngx_http_flowscale_comfy_request(&job->link->peer, "POST", &path,
+                   &type, &body, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_comfy_ignore, NULL, job->log);
+}
+
+
+static void
+ngx_http_flowscale_comfy_ignore(void *data, ngx_int_t rc, ngx_uint_t status,
+    ngx_str_t *body)
+{
 }
 
 

@@ -59,7 +59,8 @@ typedef struct {
  * was given, has a default or is default=random, the typed value; a file
  * input is {"filename", "content_type", "size"}, or its default file name)
  * and *out_files (the bytes of each given file input, in declaration
- * order).  Returns -1 with *errors, an array of {"input", "code",
+ * order; free with fs_files_free(*out_files, *out_nfiles) even when
+ * *out_nfiles is 0).  Returns -1 with *errors, an array of {"input", "code",
  * "message"} for every problem found (code "type", "range", "option",
  * "unknown", "required" or "file"), or with *errors NULL when out of
  * memory.  rng draws the seeds of default=random inputs; NULL uses the
