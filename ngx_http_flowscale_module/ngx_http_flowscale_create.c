@@ -320,6 +320,11 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
     json_decref(given);
     fs_parts_free(parts, nparts);
 
+    if (rc != 0 && errors == NULL) {
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;           /* ENOMEM */
+        return NGX_DECLINED;
+    }
+
     if (rc != 0) {
         ctx->rc = ngx_http_flowscale_problem_errors(r,
                       NGX_HTTP_FLOWSCALE_UNPROCESSABLE, "invalid-inputs",
