@@ -21,5 +21,7 @@ fi
 cd "$tree"
 make -s -f objs/Makefile modules
 mkdir -p "$(dirname "$out")"
-cp objs/ngx_http_flowscale_module.so "$out"
+# a new file, not a rewrite: a running nginx has the old one mapped
+cp objs/ngx_http_flowscale_module.so "$out.tmp"
+mv -f "$out.tmp" "$out"
 echo "built $out"

@@ -109,6 +109,12 @@ ngx_http_flowscale_run_routes(ngx_http_request_t *r,
         return ngx_http_flowscale_send_run(r, flcf, &id, NGX_HTTP_OK);
     }
 
+    if ((size_t) (last - p) == sizeof("/events") - 1
+        && ngx_strncmp(p, "/events", sizeof("/events") - 1) == 0)
+    {
+        return ngx_http_flowscale_events(r, flcf, &id);
+    }
+
     if ((size_t) (last - p) > sizeof("/outputs/") - 1
         && ngx_strncmp(p, "/outputs/", sizeof("/outputs/") - 1) == 0)
     {

@@ -142,6 +142,8 @@ static void ngx_http_flowscale_comfy_ignore(void *data, ngx_int_t rc,
 static void ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
     fs_ws_event_t *ev);
 static void ngx_http_flowscale_job_check(ngx_event_t *ev);
+static void ngx_http_flowscale_job_output(ngx_http_flowscale_job_t *job,
+    fs_ws_event_t *ev);
 static void ngx_http_flowscale_job_history(void *data, ngx_int_t rc,
     ngx_uint_t status, ngx_str_t *body);
 static void ngx_http_flowscale_job_finish(ngx_http_flowscale_job_t *job,
@@ -501,7 +503,8 @@ ngx_http_flowscale_requeue(ngx_str_t *id)
         run->owner = 0;
         run->backend[0] = '\0';
         ngx_queue_insert_head(&ds->zone->sh->pending, &run->queue);
-        ngx_http_flowscale_runs_changed(ds->zone);
+        ds->zone->sh->queue_seq++;
+        ngx_http_flowscale_runs_touch(ds->zone, run);
     }
 
     ngx_http_flowscale_runs_unlock(ds->zone);
@@ -521,7 +524,8 @@ ngx_http_flowscale_enqueue(ngx_str_t *id)
     if (run && !run->pending) {
         run->pending = 1;
         ngx_queue_insert_tail(&ds->zone->sh->pending, &run->queue);
-        ngx_http_flowscale_runs_changed(ds->zone);
+        ds->zone->sh->queue_seq++;
+        ngx_http_flowscale_runs_touch(ds->zone, run);
     }
 
     ngx_http_flowscale_runs_unlock(ds->zone);
@@ -1089,6 +1093,8 @@ ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
         if (run && run->status == NGX_HTTP_FLOWSCALE_QUEUED) {
             run->status = NGX_HTTP_FLOWSCALE_RUNNING;
             run->started = ngx_http_flowscale_now_ms();
+            (void) ngx_http_flowscale_runs_event(z, run,
+                       NGX_HTTP_FLOWSCALE_EV_STARTED, 0, 0, NULL, NULL, 0);
         }
 
         if (run && ev->type == FS_WS_PROGRESS) {
@@ -1096,10 +1102,9 @@ ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
             run->progress_max = (int32_t) ev->max;
             ngx_cpystrn(run->progress_node, (u_char *) ev->node,
                         sizeof(run->progress_node));
-        }
-
-        if (run) {
-            ngx_http_flowscale_runs_changed(z);
+            (void) ngx_http_flowscale_runs_event(z, run,
+                       NGX_HTTP_FLOWSCALE_EV_PROGRESS, run->progress_value,
+                       run->progress_max, run->progress_node, NULL, 0);
         }
 
         ngx_http_flowscale_runs_unlock(z);
@@ -1115,6 +1120,10 @@ ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
 
         return;
 
+    case FS_WS_EXECUTED:
+        ngx_http_flowscale_job_output(job, ev);
+        return;
+
     case FS_WS_DONE:
         /* "executing" with node null: history is written */
         job->done_seen = 1;
@@ -1124,6 +1133,52 @@ ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
     default:
         return;
     }
+}
+
+
+/* an output node finished: {"name": ..., "items": [...]} for the stream */
+
+static void
+ngx_http_flowscale_job_output(ngx_http_flowscale_job_t *job,
+    fs_ws_event_t *ev)
+{
+    char                       *text;
+    json_t                     *items, *data;
+    const char                 *name;
+    ngx_http_flowscale_run_t   *run;
+    ngx_http_flowscale_zone_t  *z;
+
+    name = NULL;
+    items = fs_executed_outputs(job->flcf->deployment, ev->node, ev->output,
+                                &name);
+    if (items == NULL || name == NULL) {
+        json_decref(items);
+        return;
+    }
+
+    data = json_pack("{s:s, s:o}", "name", name, "items", items);
+    text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+    json_decref(data);
+
+    if (text == NULL) {
+        return;
+    }
+
+    z = ngx_http_flowscale_dispatcher.zone;
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, job->id.data, job->id.len);
+
+    if (run) {
+        (void) ngx_http_flowscale_runs_event(z, run,
+                   NGX_HTTP_FLOWSCALE_EV_OUTPUT, 0, 0, (u_char *) ev->node,
+                   (u_char *) text, ngx_strlen(text));
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    free(text);
 }
 
 
@@ -1432,6 +1487,8 @@ ngx_http_flowscale_kick(void)
         ngx_queue_remove(q);
         ngx_queue_init(q);
         run->pending = 0;
+        ds->zone->sh->queue_seq++;
+        ngx_http_flowscale_runs_touch(ds->zone, run);
 
         ngx_memcpy(buf, run->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
         buf[NGX_HTTP_FLOWSCALE_RUN_ID_LEN] = '\0';

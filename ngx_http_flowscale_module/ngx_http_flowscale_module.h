@@ -107,6 +107,14 @@ ngx_int_t ngx_http_flowscale_output(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *rest);
 ngx_int_t ngx_http_flowscale_output_conf(ngx_conf_t *cf,
     ngx_http_upstream_conf_t *conf);
+ngx_int_t ngx_http_flowscale_render_run(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
+    ngx_str_t *out);
+ngx_int_t ngx_http_flowscale_public_event_output(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
+    ngx_str_t *in, ngx_str_t *out);
+ngx_int_t ngx_http_flowscale_events(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_uint_t ngx_http_flowscale_view_belongs(ngx_http_flowscale_run_view_t *v,
     ngx_http_flowscale_loc_conf_t *flcf);
 fs_input_t *ngx_http_flowscale_find_input(fs_deployment_t *d,

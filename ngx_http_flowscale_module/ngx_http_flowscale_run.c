@@ -35,11 +35,13 @@ typedef struct {
 } ngx_http_flowscale_read_ctx_t;
 
 
-static ngx_int_t ngx_http_flowscale_render(ngx_http_request_t *r,
-    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
-    ngx_str_t *out);
 static json_t *ngx_http_flowscale_public_outputs(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *outputs);
+static json_t *ngx_http_flowscale_public_items(
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, const char *name,
+    json_t *items);
+static ngx_int_t ngx_http_flowscale_dump(ngx_pool_t *pool, json_t *v,
+    ngx_str_t *out);
 static json_t *ngx_http_flowscale_time(int64_t ms);
 static json_t *ngx_http_flowscale_json_or_null(ngx_str_t *s);
 static ngx_int_t ngx_http_flowscale_send_view(ngx_http_request_t *r,
@@ -136,7 +138,7 @@ ngx_http_flowscale_send_view(ngx_http_request_t *r,
     ngx_str_t         body;
     ngx_table_elt_t  *h;
 
-    if (ngx_http_flowscale_render(r, flcf, v, &body) != NGX_OK) {
+    if (ngx_http_flowscale_render_run(r, flcf, v, &body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -172,8 +174,8 @@ ngx_http_flowscale_send_view(ngx_http_request_t *r,
  *  "error"}
  */
 
-static ngx_int_t
-ngx_http_flowscale_render(ngx_http_request_t *r,
+ngx_int_t
+ngx_http_flowscale_render_run(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
     ngx_str_t *out)
 {
@@ -250,10 +252,8 @@ static json_t *
 ngx_http_flowscale_public_outputs(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *outputs)
 {
-    char        url[1024];
-    size_t      i;
-    json_t     *all, *pub, *items, *list, *item, *file;
-    const char *name, *kind;
+    json_t      *all, *pub, *items;
+    const char  *name;
 
     all = ngx_http_flowscale_json_or_null(outputs);
 
@@ -265,38 +265,111 @@ ngx_http_flowscale_public_outputs(ngx_http_request_t *r,
     pub = json_object();
 
     json_object_foreach(all, name, items) {
-        list = json_array();
-
-        json_array_foreach(items, i, item) {
-            kind = json_string_value(json_object_get(item, "kind"));
-
-            if (kind && ngx_strcmp(kind, "text") == 0) {
-                json_array_append_new(list, json_pack("{s:s, s:O}",
-                                      "kind", "text",
-                                      "text", json_object_get(item, "text")));
-                continue;
-            }
-
-            ngx_snprintf((u_char *) url, sizeof(url),
-                         "%V/runs/%V/outputs/%s/%uz%Z", &flcf->location, id,
-                         name, i);
-
-            file = json_pack("{s:s, s:s, s:O, s:O}",
-                             "kind", kind ? kind : "images",
-                             "url", url,
-                             "filename", json_object_get(item, "filename"),
-                             "content_type",
-                             json_object_get(item, "content_type"));
-
-            json_array_append_new(list, file);
-        }
-
-        json_object_set_new(pub, name, list);
+        json_object_set_new(pub, name,
+                            ngx_http_flowscale_public_items(flcf, id, name,
+                                                            items));
     }
 
     json_decref(all);
 
     return pub;
+}
+
+
+static json_t *
+ngx_http_flowscale_public_items(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id, const char *name, json_t *items)
+{
+    char         url[1024];
+    size_t       i;
+    json_t      *list, *item;
+    const char  *kind;
+
+    list = json_array();
+
+    json_array_foreach(items, i, item) {
+        kind = json_string_value(json_object_get(item, "kind"));
+
+        if (kind && ngx_strcmp(kind, "text") == 0) {
+            json_array_append_new(list, json_pack("{s:s, s:O}",
+                                  "kind", "text",
+                                  "text", json_object_get(item, "text")));
+            continue;
+        }
+
+        ngx_snprintf((u_char *) url, sizeof(url),
+                     "%V/runs/%V/outputs/%s/%uz%Z", &flcf->location, id,
+                     name, i);
+
+        json_array_append_new(list, json_pack("{s:s, s:s, s:O, s:O}",
+                              "kind", kind ? kind : "images",
+                              "url", url,
+                              "filename", json_object_get(item, "filename"),
+                              "content_type",
+                              json_object_get(item, "content_type")));
+    }
+
+    return list;
+}
+
+
+/* an "output" event as callers see it: {"name", "items" with URLs} */
+
+ngx_int_t
+ngx_http_flowscale_public_event_output(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
+    ngx_str_t *in, ngx_str_t *out)
+{
+    json_t      *data, *pub;
+    ngx_int_t    rc;
+    ngx_str_t    id;
+    const char  *name;
+
+    data = ngx_http_flowscale_json_or_null(in);
+    name = json_string_value(json_object_get(data, "name"));
+
+    if (name == NULL) {
+        json_decref(data);
+        ngx_str_set(out, "{}");
+        return NGX_OK;
+    }
+
+    id.data = v->run.id;
+    id.len = NGX_HTTP_FLOWSCALE_RUN_ID_LEN;
+
+    pub = json_pack("{s:s, s:o}", "name", name,
+                    "items", ngx_http_flowscale_public_items(flcf, &id, name,
+                                 json_object_get(data, "items")));
+
+    rc = ngx_http_flowscale_dump(r->pool, pub, out);
+
+    json_decref(pub);
+    json_decref(data);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_dump(ngx_pool_t *pool, json_t *v, ngx_str_t *out)
+{
+    char  *text;
+
+    text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->len = ngx_strlen(text);
+    out->data = ngx_pnalloc(pool, out->len);
+
+    if (out->data) {
+        ngx_memcpy(out->data, text, out->len);
+    }
+
+    free(text);
+
+    return out->data ? NGX_OK : NGX_ERROR;
 }
 
 

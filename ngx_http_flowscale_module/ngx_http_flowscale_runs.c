@@ -81,6 +81,68 @@ ngx_http_flowscale_runs_changed(ngx_http_flowscale_zone_t *z)
 }
 
 
+/* a change of one run: waiting requests and event streams look at it */
+
+void
+ngx_http_flowscale_runs_touch(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run)
+{
+    ngx_memcpy(z->sh->change_log[z->sh->change_seq
+                                 % NGX_HTTP_FLOWSCALE_CHANGE_LOG],
+               run->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
+    z->sh->change_seq++;
+
+    ngx_http_flowscale_runs_changed(z);
+}
+
+
+/* with the lock held; data is copied into the zone */
+
+ngx_int_t
+ngx_http_flowscale_runs_event(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run, ngx_http_flowscale_event_e type,
+    int32_t value, int32_t max, u_char *node, u_char *data, size_t len)
+{
+    ngx_http_flowscale_event_t  *ev;
+
+    if (run->events == NULL) {
+        run->events = ngx_http_flowscale_runs_alloc(z,
+                          NGX_HTTP_FLOWSCALE_EVENT_RING
+                          * sizeof(ngx_http_flowscale_event_t));
+        if (run->events == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(run->events, NGX_HTTP_FLOWSCALE_EVENT_RING
+                                 * sizeof(ngx_http_flowscale_event_t));
+    }
+
+    /* event N lives in slot N % RING */
+    ev = &run->events[(run->nevents + 1) % NGX_HTTP_FLOWSCALE_EVENT_RING];
+
+    /* the slot's older event is overwritten: a late reader resumes later */
+    if (ngx_http_flowscale_runs_set_json(z, &ev->data, data, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ev->id = ++run->nevents;
+    ev->type = type;
+    ev->value = value;
+    ev->max = max;
+
+    if (node) {
+        ngx_cpystrn(ev->node, node, sizeof(ev->node));
+
+    } else {
+        ev->node[0] = '\0';
+    }
+
+    ngx_http_flowscale_runs_touch(z, run);
+
+    return NGX_OK;
+}
+
+
 void
 ngx_http_flowscale_runs_rbtree_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
@@ -239,10 +301,14 @@ ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
     run->status = status;
     run->finished = ngx_http_flowscale_now_ms();
     run->owner = 0;
+    run->cancel = 0;
+
+    /* before it becomes evictable: the event may allocate */
+    (void) ngx_http_flowscale_runs_event(z, run, NGX_HTTP_FLOWSCALE_EV_END,
+                                         0, 0, NULL, NULL, 0);
 
     ngx_queue_insert_tail(&z->sh->finished, &run->queue);
-
-    ngx_http_flowscale_runs_changed(z);
+    z->sh->queue_seq++;
 }
 
 
@@ -380,6 +446,8 @@ static void
 ngx_http_flowscale_runs_free(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run)
 {
+    ngx_uint_t  i;
+
     ngx_queue_remove(&run->queue);
     ngx_rbtree_delete(&z->sh->rbtree, &run->node);
 
@@ -395,5 +463,59 @@ ngx_http_flowscale_runs_free(ngx_http_flowscale_zone_t *z,
         ngx_slab_free_locked(z->shpool, run->error.data);
     }
 
+    if (run->events) {
+        for (i = 0; i < NGX_HTTP_FLOWSCALE_EVENT_RING; i++) {
+            if (run->events[i].data.data) {
+                ngx_slab_free_locked(z->shpool, run->events[i].data.data);
+            }
+        }
+
+        ngx_slab_free_locked(z->shpool, run->events);
+    }
+
     ngx_slab_free_locked(z->shpool, run);
+}
+
+
+/* a copy of the run's event ring, its JSON in pool */
+
+ngx_int_t
+ngx_http_flowscale_runs_events(ngx_http_flowscale_zone_t *z, u_char *id,
+    ngx_pool_t *pool, ngx_http_flowscale_event_t *events)
+{
+    u_char                    *copy;
+    ngx_uint_t                 i;
+    ngx_http_flowscale_run_t  *run;
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
+
+    if (run == NULL || run->events == NULL) {
+        ngx_http_flowscale_runs_unlock(z);
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(events, run->events,
+               NGX_HTTP_FLOWSCALE_EVENT_RING
+               * sizeof(ngx_http_flowscale_event_t));
+
+    for (i = 0; i < NGX_HTTP_FLOWSCALE_EVENT_RING; i++) {
+        if (events[i].data.len == 0) {
+            continue;
+        }
+
+        copy = ngx_pnalloc(pool, events[i].data.len);
+        if (copy == NULL) {
+            ngx_http_flowscale_runs_unlock(z);
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(copy, events[i].data.data, events[i].data.len);
+        events[i].data.data = copy;
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    return NGX_OK;
 }

@@ -17,6 +17,8 @@
 
 #define NGX_HTTP_FLOWSCALE_RUN_ID_LEN     36
 #define NGX_HTTP_FLOWSCALE_MAX_BACKENDS   64
+#define NGX_HTTP_FLOWSCALE_EVENT_RING     64
+#define NGX_HTTP_FLOWSCALE_CHANGE_LOG     1024
 
 
 typedef enum {
@@ -26,6 +28,25 @@ typedef enum {
     NGX_HTTP_FLOWSCALE_FAILED,
     NGX_HTTP_FLOWSCALE_CANCELED
 } ngx_http_flowscale_status_e;
+
+
+typedef enum {
+    NGX_HTTP_FLOWSCALE_EV_STARTED = 1,
+    NGX_HTTP_FLOWSCALE_EV_PROGRESS,
+    NGX_HTTP_FLOWSCALE_EV_OUTPUT,
+    NGX_HTTP_FLOWSCALE_EV_END                   /* succeeded, failed... */
+} ngx_http_flowscale_event_e;
+
+
+/* what happened to a run, kept so an event stream can resume by id */
+typedef struct {
+    uint32_t                        id;
+    uint32_t                        type;
+    int32_t                         value;
+    int32_t                         max;
+    u_char                          node[24];
+    ngx_str_t                       data;       /* JSON, in the zone */
+} ngx_http_flowscale_event_t;
 
 
 typedef struct {
@@ -42,6 +63,7 @@ typedef struct {
     ngx_http_flowscale_status_e     status;
     unsigned                        pending:1;  /* in the gateway queue */
     unsigned                        submitted:1;
+    unsigned                        cancel:1;   /* asked for, not done */
 
     ngx_pid_t                       owner;      /* follows it on a backend */
 
@@ -55,6 +77,9 @@ typedef struct {
     ngx_str_t                       inputs;     /* JSON, in the zone */
     ngx_str_t                       outputs;
     ngx_str_t                       error;
+
+    uint32_t                        nevents;    /* id of the last event */
+    ngx_http_flowscale_event_t     *events;     /* ring, in the zone */
 } ngx_http_flowscale_run_t;
 
 
@@ -71,6 +96,14 @@ typedef struct {
     ngx_queue_t                     finished;   /* oldest first, evictable */
 
     ngx_atomic_t                    changes;    /* bumped on every change */
+
+    uint64_t                        queue_seq;  /* the gateway queue moved */
+
+    /* which runs changed, so workers wake only what watches them */
+    uint64_t                        change_seq;
+    u_char                          change_log[NGX_HTTP_FLOWSCALE_CHANGE_LOG]
+                                              [NGX_HTTP_FLOWSCALE_RUN_ID_LEN];
+
     ngx_uint_t                      generation; /* bumped on every reload */
 
     ngx_pid_t                       leader;     /* runs background work */
@@ -111,6 +144,11 @@ ngx_int_t ngx_http_flowscale_runs_set_json(ngx_http_flowscale_zone_t *z,
 void ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run, ngx_http_flowscale_status_e status);
 void ngx_http_flowscale_runs_changed(ngx_http_flowscale_zone_t *z);
+void ngx_http_flowscale_runs_touch(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run);
+ngx_int_t ngx_http_flowscale_runs_event(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run, ngx_http_flowscale_event_e type,
+    int32_t value, int32_t max, u_char *node, u_char *data, size_t len);
 ngx_http_flowscale_backend_slot_t *ngx_http_flowscale_runs_backend(
     ngx_http_flowscale_zone_t *z, ngx_str_t *name);
 
@@ -118,6 +156,9 @@ ngx_http_flowscale_backend_slot_t *ngx_http_flowscale_runs_backend(
 ngx_int_t ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z,
     u_char *id, size_t len, ngx_pool_t *pool,
     ngx_http_flowscale_run_view_t *view);
+
+ngx_int_t ngx_http_flowscale_runs_events(ngx_http_flowscale_zone_t *z,
+    u_char *id, ngx_pool_t *pool, ngx_http_flowscale_event_t *events);
 
 const char *ngx_http_flowscale_status_name(ngx_http_flowscale_status_e s);
 int64_t ngx_http_flowscale_now_ms(void);
