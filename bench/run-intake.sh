@@ -288,29 +288,44 @@ EOF
 
 # ------------------------------------------------------------ measuring
 
-worker_pids() { ps -o pid= --ppid "$(cat "$ngx_pid_file")" | tr -d ' '; }
+pg_master=$(head -n 1 "$work/pg/data/postmaster.pid")
 
-# nginx workers' CPU time in clock ticks (user + system)
-worker_ticks() {
-    local p t=0 s
-    for p in $(worker_pids); do
-        s=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-        t=$((t + s))
-    done
-    echo "$t"
+ticks_of() {  # PID...: user + system clock ticks (+ reaped children's)
+    local p
+    for p in "$@"; do
+        cat "/proc/$p/stat" 2>/dev/null || true
+    done | awk '{ t += $14 + $15 + $16 + $17 } END { print t + 0 }'
+}
+
+# CPU ticks so far: nginx workers, PostgreSQL, simulators, whole machine
+cpu_snap() {
+    local ngx pg
+    ngx=$(ps -o pid= --ppid "$(cat "$ngx_pid_file")")
+    pg=$(ps -o pid= --ppid "$pg_master")
+    echo "ngx=$(ticks_of $ngx) pg=$(ticks_of "$pg_master" $pg)" \
+         "sim=$(ticks_of "${pids[@]}")" \
+         "all=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)"
+}
+
+cpu_delta() {  # NAME BEFORE AFTER: ticks spent in between, into NAME.kv
+    local k
+    for k in ngx pg sim all; do
+        echo "cpu_$k=$(( $(sed -n "s/.*\b$k=\([0-9]*\).*/\1/p" <<<"$3") - \
+                         $(sed -n "s/.*\b$k=\([0-9]*\).*/\1/p" <<<"$2") ))"
+    done >>"$work/$1.kv"
 }
 
 # wrk_run NAME DURATION CONNS PATH BODY|- [RATE_PER_CONN]
 wrk_run() {
-    local name=$1 d=$2 c=$3 path=$4 b=$5 rate=${6:-} t0 t1
-    t0=$(worker_ticks)
+    local name=$1 d=$2 c=$3 path=$4 b=$5 rate=${6:-} c0 c1
+    c0=$(cpu_snap)
     wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s "$bench/wrk/intake.lua" \
         "$base$path" -- "$b" $rate >"$work/$name.wrk" 2>&1 ||
         { cat "$work/$name.wrk" >&2; die "wrk $name failed"; }
-    t1=$(worker_ticks)
+    c1=$(cpu_snap)
     grep '^WRK ' "$work/$name.wrk" | tail -n 1 | tr ' ' '\n' | grep = \
         >"$work/$name.kv"
-    echo "cpu_ticks=$((t1 - t0))" >>"$work/$name.kv"
+    cpu_delta "$name" "$c0" "$c1"
 }
 
 kv() {  # NAME KEY
@@ -332,8 +347,12 @@ errors() {
 }
 
 hz=$(getconf CLK_TCK)
-cpu_per_req() {  # NAME: nginx worker CPU ms per request
-    calc %.3f "$(kv "$1" cpu_ticks) * 1000 / $hz / ($(kv "$1" requests) > 0 ? $(kv "$1" requests) : 1)"
+cpu_per_req() {  # NAME: nginx workers' CPU ms per request
+    calc %.3f "$(kv "$1" cpu_ngx) * 1000 / $hz / ($(kv "$1" requests) > 0 ? $(kv "$1" requests) : 1)"
+}
+
+cores() {  # NAME GROUP: CPUs busy on average during the phase
+    calc %.2f "$(kv "$1" "cpu_$2") / $hz / ($(kv "$1" duration_us) / 1e6)"
 }
 
 runs_count() { psql_fs flowscale "SELECT count(*) FROM flowscale.runs"; }
@@ -352,6 +371,7 @@ say "peak, $conns connections, ${secs}s: proxy_pass"
 wrk_run proxy "$secs" "$conns" /proxy "$body"
 
 say "peak, $conns clients, ${secs}s: pgbench accept_run"
+c0=$(cpu_snap)
 "$pgbin/pgbench" -n -M extended -c "$conns" -j 1 -T "$secs" \
     -f "$work/accept_run.sql" \
     -D project="$r_project" -D deployment="$r_deployment" \
@@ -359,6 +379,9 @@ say "peak, $conns clients, ${secs}s: pgbench accept_run"
     -h 127.0.0.1 -p "$pg_port" -U flowscale flowscale_pgbench \
     >"$work/pgbench.out" 2>&1 ||
     { cat "$work/pgbench.out" >&2; die "pgbench failed"; }
+c1=$(cpu_snap)
+echo "duration_us=$((secs * 1000000))" >"$work/pgbench.kv"
+cpu_delta pgbench "$c0" "$c1"
 pg_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' \
              "$work/pgbench.out")
 pg_lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$work/pgbench.out")
@@ -444,6 +467,12 @@ echo "runs at the end                       $rows2 in PostgreSQL, $queued2 queue
      "($queued right after the peak), $finished finished ($failed_runs failed)"
 echo "nginx error log                       $alerts alert/crit/emerg, $errs error," \
      "$crashes worker crashes"
+echo
+echo "CPUs busy (of $(nproc))     nginx workers  PostgreSQL  simulators  all (wrk, pgbench, rest)"
+for n in proxy pgbench post half-post; do
+    printf '%-26s %13s %11s %11s %s\n' "$n" "$(cores $n ngx)" "$(cores $n pg)" \
+        "$(cores $n sim)" "$(cores $n all)"
+done
 if [ "$alerts" != 0 ] || [ "$errs" != 0 ]; then
     echo
     echo "first distinct error log lines:"

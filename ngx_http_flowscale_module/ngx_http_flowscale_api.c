@@ -101,12 +101,20 @@ ngx_http_flowscale_run_routes(ngx_http_request_t *r,
         return rc;
     }
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_flowscale_not_allowed(r, "GET, HEAD");
+    if (p == last || (p + 1 == last)) {
+        if (r->method == NGX_HTTP_DELETE) {
+            return ngx_http_flowscale_cancel(r, flcf, &id);
+        }
+
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_flowscale_not_allowed(r, "GET, HEAD, DELETE");
+        }
+
+        return ngx_http_flowscale_send_run(r, flcf, &id, NGX_HTTP_OK);
     }
 
-    if (p == last || (p + 1 == last)) {
-        return ngx_http_flowscale_send_run(r, flcf, &id, NGX_HTTP_OK);
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_flowscale_not_allowed(r, "GET, HEAD");
     }
 
     if ((size_t) (last - p) == sizeof("/events") - 1

@@ -24,7 +24,7 @@
 /* counters for the metrics (design.md section 8) */
 typedef struct {
     ngx_atomic_t                    ok;         /* a key of the project */
-    ngx_atomic_t                    public;     /* no key needed */
+    ngx_atomic_t                    open;       /* public: no key needed */
     ngx_atomic_t                    missing;    /* 401 without a key */
     ngx_atomic_t                    invalid;    /* 401 unknown key */
     ngx_atomic_t                    forbidden;  /* 403 another project */

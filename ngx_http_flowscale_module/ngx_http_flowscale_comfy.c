@@ -1331,16 +1331,16 @@ ngx_http_flowscale_ws_connect(ngx_http_flowscale_peer_t *peer,
     ngx_http_flowscale_ws_message_pt message,
     ngx_http_flowscale_ws_closed_pt closed, void *data, ngx_log_t *log)
 {
-    uint32_t                           nonce[4];
-    ngx_str_t                          src, key;
-    ngx_buf_t                         *b;
-    ngx_uint_t                         i;
-    ngx_sha1_t                         sha1;
-    ngx_pool_t                        *pool;
-    ngx_pool_cleanup_t                *cln;
-    ngx_http_flowscale_ws_t           *ws;
-    ngx_http_flowscale_comfy_conn_t   *cc;
-    u_char                             keybuf[24], digest[20];
+    u_char                            keybuf[24], digest[20];
+    uint32_t                          nonce[4];
+    ngx_str_t                         src, key;
+    ngx_buf_t                        *b;
+    ngx_uint_t                        i;
+    ngx_sha1_t                        sha1;
+    ngx_pool_t                       *pool;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_flowscale_ws_t          *ws;
+    ngx_http_flowscale_comfy_conn_t  *cc;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                    "flowscale ws connect: \"%V\" to %V", path, &peer->name);

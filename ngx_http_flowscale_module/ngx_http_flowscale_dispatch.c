@@ -24,7 +24,8 @@
 #include "ngx_http_flowscale_dispatch.h"
 
 
-#define NGX_HTTP_FLOWSCALE_CHECK_INTERVAL   3000
+#define NGX_HTTP_FLOWSCALE_CHECK_INTERVAL   3000   /* history without news */
+#define NGX_HTTP_FLOWSCALE_TICK             1000   /* cancel and timeout */
 #define NGX_HTTP_FLOWSCALE_LEADER_INTERVAL  500
 #define NGX_HTTP_FLOWSCALE_LEADER_TIMEOUT   1500
 #define NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT    60000
@@ -83,6 +84,8 @@ struct ngx_http_flowscale_job_s {
     ngx_http_flowscale_submitted_pt submitted;
     void                           *data;
 
+    ngx_msec_t                      started_msec;
+
     unsigned                        started:1;
     unsigned                        done_seen:1;
 };
@@ -136,12 +139,13 @@ static void ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc,
     ngx_uint_t status, ngx_str_t *body);
 static void ngx_http_flowscale_job_lost(ngx_http_flowscale_job_t *job,
     const char *why);
-static void ngx_http_flowscale_job_drop(ngx_http_flowscale_job_t *job);
 static void ngx_http_flowscale_comfy_ignore(void *data, ngx_int_t rc,
     ngx_uint_t status, ngx_str_t *body);
 static void ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
     fs_ws_event_t *ev);
 static void ngx_http_flowscale_job_check(ngx_event_t *ev);
+static ngx_uint_t ngx_http_flowscale_job_canceled(
+    ngx_http_flowscale_job_t *job);
 static void ngx_http_flowscale_job_output(ngx_http_flowscale_job_t *job,
     fs_ws_event_t *ev);
 static void ngx_http_flowscale_job_history(void *data, ngx_int_t rc,
@@ -936,7 +940,8 @@ ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc, ngx_uint_t status,
 
         if (prompt_id) {
             /* queued all the same, for outputs nobody asked for: drop it */
-            ngx_http_flowscale_job_drop(job);
+            ngx_http_flowscale_backend_drop(&job->link->peer, &job->id,
+                                            job->log);
         }
 
         free(prompt_id);
@@ -968,7 +973,7 @@ ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc, ngx_uint_t status,
 
     job->state = NGX_HTTP_FLOWSCALE_JOB_FOLLOWING;
     job->last_event = ngx_current_msec;
-    ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_CHECK_INTERVAL);
+    ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_TICK);
 
     ngx_snprintf((u_char *) num, sizeof(num), "%l%Z", number);
 
@@ -985,44 +990,35 @@ ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc, ngx_uint_t status,
 
 
 /*
- * Removes the run from the backend: from its queue, or interrupted if it
+ * Removes a run from a backend: from its queue, or interrupted if it
  * already started there (by prompt_id, so no other run is touched).
  */
 
-static void
-ngx_http_flowscale_job_drop(ngx_http_flowscale_job_t *job)
+void
+ngx_http_flowscale_backend_drop(ngx_http_flowscale_peer_t *peer,
+    ngx_str_t *id, ngx_log_t *log)
 {
-    u_char     *p;
-    ngx_str_t   path, type, body;
+    u_char     buf[160];
+    ngx_str_t  path, type, body;
 
     ngx_str_set(&type, "application/json");
+    body.data = buf;
 
-    body.data = ngx_pnalloc(job->pool, job->id.len + sizeof("{\"delete\": [\"\"]}"));
-    if (body.data == NULL) {
-        return;
-    }
-
-    p = ngx_sprintf(body.data, "{\"delete\": [\"%V\"]}", &job->id);
-    body.len = p - body.data;
-
+    body.len = ngx_snprintf(buf, sizeof(buf), "{\"delete\": [\"%V\"]}", id)
+               - buf;
     ngx_str_set(&path, "/queue");
-    (void) ngx_http_flowscale_comfy_request(&job->link->peer, "POST", &path,
-                   &type, &body, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
-                   ngx_http_flowscale_comfy_ignore, NULL, job->log);
 
-    body.data = ngx_pnalloc(job->pool, job->id.len
-                                       + sizeof("{\"prompt_id\": \"\"}"));
-    if (body.data == NULL) {
-        return;
-    }
+    (void) ngx_http_flowscale_comfy_request(peer, "POST", &path, &type, &body,
+                   NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_comfy_ignore, NULL, log);
 
-    p = ngx_sprintf(body.data, "{\"prompt_id\": \"%V\"}", &job->id);
-    body.len = p - body.data;
-
+    body.len = ngx_snprintf(buf, sizeof(buf), "{\"prompt_id\": \"%V\"}", id)
+               - buf;
     ngx_str_set(&path, "/interrupt");
-    (void) ngx_http_flowscale_comfy_request(&job->link->peer, "POST", &path,
-                   &type, &body, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
-                   ngx_http_flowscale_comfy_ignore, NULL, job->log);
+
+    (void) ngx_http_flowscale_comfy_request(peer, "POST", &path, &type, &body,
+                   NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_comfy_ignore, NULL, log);
 }
 
 
@@ -1111,6 +1107,7 @@ ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
 
         if (!job->started) {
             job->started = 1;
+            job->started_msec = ngx_current_msec;
             params[0] = (char *) job->id.data;
             ngx_http_flowscale_sql_update(job,
                 "UPDATE flowscale.runs SET status = 'running', "
@@ -1182,6 +1179,26 @@ ngx_http_flowscale_job_output(ngx_http_flowscale_job_t *job,
 }
 
 
+/* DELETE L/runs/ID asked for it, in whatever worker */
+
+static ngx_uint_t
+ngx_http_flowscale_job_canceled(ngx_http_flowscale_job_t *job)
+{
+    ngx_uint_t                  cancel;
+    ngx_http_flowscale_run_t   *run;
+    ngx_http_flowscale_zone_t  *z;
+
+    z = ngx_http_flowscale_dispatcher.zone;
+
+    ngx_http_flowscale_runs_lock(z);
+    run = ngx_http_flowscale_runs_find(z, job->id.data, job->id.len);
+    cancel = run ? run->cancel : 0;
+    ngx_http_flowscale_runs_unlock(z);
+
+    return cancel;
+}
+
+
 /* /history/ID: the check after "done", and the safety net without events */
 
 static void
@@ -1200,11 +1217,32 @@ ngx_http_flowscale_job_check(ngx_event_t *ev)
         return;
     }
 
+    if (ngx_http_flowscale_job_canceled(job)) {
+        ngx_http_flowscale_backend_drop(&job->link->peer, &job->id, job->log);
+        ngx_http_flowscale_job_finish(job, NGX_HTTP_FLOWSCALE_CANCELED, NULL,
+                                      NULL);
+        return;
+    }
+
+    if (job->started && job->flcf->run_timeout
+        && ngx_current_msec - job->started_msec >= job->flcf->run_timeout)
+    {
+        ngx_log_error(NGX_LOG_WARN, job->log, 0, "flowscale: run %V timed "
+                      "out on backend %V", &job->id, &job->link->peer.name);
+
+        ngx_http_flowscale_backend_drop(&job->link->peer, &job->id, job->log);
+        ngx_http_flowscale_job_finish(job, NGX_HTTP_FLOWSCALE_FAILED, NULL,
+            json_pack("{s:s, s:s}", "type", "timeout",
+                      "message", "The run took longer than this deployment "
+                      "allows (flowscale_run_timeout) and was interrupted."));
+        return;
+    }
+
     if (!job->done_seen
         && ngx_current_msec - job->last_event
            < NGX_HTTP_FLOWSCALE_CHECK_INTERVAL)
     {
-        ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_CHECK_INTERVAL);
+        ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_TICK);
         return;
     }
 
@@ -1260,8 +1298,17 @@ ngx_http_flowscale_job_history(void *data, ngx_int_t rc, ngx_uint_t status,
                                       outputs, NULL);
         return;
 
-    case FS_HISTORY_FAILED:
     case FS_HISTORY_INTERRUPTED:
+        if (ngx_http_flowscale_job_canceled(job)) {
+            json_decref(error);
+            ngx_http_flowscale_job_finish(job, NGX_HTTP_FLOWSCALE_CANCELED,
+                                          outputs, NULL);
+            return;
+        }
+
+        /* fall through */
+
+    case FS_HISTORY_FAILED:
         ngx_http_flowscale_job_finish(job, NGX_HTTP_FLOWSCALE_FAILED, outputs,
                                       error);
         return;
@@ -1274,7 +1321,7 @@ ngx_http_flowscale_job_history(void *data, ngx_int_t rc, ngx_uint_t status,
         /* after "done" the history entry is due any moment */
         ngx_add_timer(&job->check, job->done_seen
                                    ? NGX_HTTP_FLOWSCALE_RETRY_DELAY
-                                   : NGX_HTTP_FLOWSCALE_CHECK_INTERVAL);
+                                   : NGX_HTTP_FLOWSCALE_TICK);
         job->last_event = ngx_current_msec;
     }
 }

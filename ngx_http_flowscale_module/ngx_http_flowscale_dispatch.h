@@ -46,6 +46,9 @@ void ngx_http_flowscale_dispatch_detach(ngx_http_flowscale_job_t *job);
 /* the address of a backend by its name, as recorded on a run */
 ngx_http_flowscale_peer_t *ngx_http_flowscale_dispatch_peer(ngx_str_t *name);
 
+void ngx_http_flowscale_backend_drop(ngx_http_flowscale_peer_t *peer,
+    ngx_str_t *id, ngx_log_t *log);
+
 /* the gateway queue in the zone: at the tail, or back at the head */
 void ngx_http_flowscale_enqueue(ngx_str_t *id);
 void ngx_http_flowscale_requeue(ngx_str_t *id);

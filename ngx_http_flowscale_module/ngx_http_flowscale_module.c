@@ -21,6 +21,7 @@
 
 #define NGX_HTTP_FLOWSCALE_DEFAULT_DEPTH     2
 #define NGX_HTTP_FLOWSCALE_DEFAULT_MAX_WAIT  60000
+#define NGX_HTTP_FLOWSCALE_DEFAULT_RUN_TIMEOUT  3600000
 
 
 static void *ngx_http_flowscale_create_main_conf(ngx_conf_t *cf);
@@ -70,6 +71,13 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_flowscale_loc_conf_t, backend_depth),
       &ngx_http_flowscale_depth_bounds },
+
+    { ngx_string("flowscale_run_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, run_timeout),
+      NULL },
 
     { ngx_string("flowscale_max_wait"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -226,6 +234,7 @@ ngx_http_flowscale_create_loc_conf(ngx_conf_t *cf)
 
     flcf->backend_depth = NGX_CONF_UNSET_UINT;
     flcf->max_wait = NGX_CONF_UNSET_MSEC;
+    flcf->run_timeout = NGX_CONF_UNSET_MSEC;
 
     return flcf;
 }
@@ -246,6 +255,8 @@ ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_FLOWSCALE_DEFAULT_DEPTH);
     ngx_conf_merge_msec_value(conf->max_wait, prev->max_wait,
                               NGX_HTTP_FLOWSCALE_DEFAULT_MAX_WAIT);
+    ngx_conf_merge_msec_value(conf->run_timeout, prev->run_timeout,
+                              NGX_HTTP_FLOWSCALE_DEFAULT_RUN_TIMEOUT);
 
     if (conf->backend_name.data == NULL) {
         conf->backend_name = prev->backend_name;

@@ -61,6 +61,7 @@ typedef struct {
     ngx_http_upstream_srv_conf_t   *backend;
     ngx_uint_t                      backend_depth;
     ngx_msec_t                      max_wait;
+    ngx_msec_t                      run_timeout;
 
     ngx_http_core_loc_conf_t       *clcf;
     ngx_http_upstream_conf_t        output_upstream;
@@ -113,6 +114,8 @@ ngx_int_t ngx_http_flowscale_render_run(ngx_http_request_t *r,
 ngx_int_t ngx_http_flowscale_public_event_output(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
     ngx_str_t *in, ngx_str_t *out);
+ngx_int_t ngx_http_flowscale_cancel(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_int_t ngx_http_flowscale_events(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_uint_t ngx_http_flowscale_view_belongs(ngx_http_flowscale_run_view_t *v,

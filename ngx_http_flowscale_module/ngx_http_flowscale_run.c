@@ -494,9 +494,9 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
     ngx_http_flowscale_run_view_t   v;
     ngx_http_flowscale_status_e     st;
 
+    /* the reference taken in ngx_http_flowscale_read_pg() is ours */
     r = ctx->request;
     ctx->query = NULL;
-    r->main->count--;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -580,6 +580,8 @@ ngx_http_flowscale_read_cleanup(void *data)
 /*
  * Prefer: wait.  Waiting requests of a worker are checked together, only
  * when the zone says something changed; a request costs nothing else.
+ * NGX_DONE: parked, and finalized once when the wait ends; a content
+ * handler holds a reference (r->main->count) for that.
  */
 
 ngx_int_t

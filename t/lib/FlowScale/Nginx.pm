@@ -141,6 +141,9 @@ sub _write_config {
                   . $self->_expand($self->{server}) . "\n    }\n";
     }
     my $main = $self->_expand($self->{main});
+    # extra main-context lines for debugging, e.g. core dumps:
+    # FLOWSCALE_NGINX_MAIN='worker_rlimit_core 2g; working_directory /tmp;'
+    $main .= "\n$ENV{FLOWSCALE_NGINX_MAIN}" if $ENV{FLOWSCALE_NGINX_MAIN};
     my $events = $self->_expand($self->{events});
 
     open my $out, '>', $self->{conf} or croak "cannot write $self->{conf}: $!";
@@ -358,9 +361,17 @@ sub stop {
     my $how = $gone ? 'exited' : $self->_kill('TERM');
     delete $self->{pid};
     delete $live{"$self"};
-    Test::More::ok($gone, "$self->{name}: stopped gracefully within ${grace}s")
-        unless $opt{quiet};
-    $self->check_logs unless $opt{quiet};
+    my $clean = 1;
+    unless ($opt{quiet}) {
+        Test::More::ok($gone, "$self->{name}: stopped gracefully within ${grace}s")
+            or $clean = 0;
+        $self->check_logs or $clean = 0;
+    }
+    if ($clean && !$opt{quiet} && !$ENV{FLOWSCALE_TEST_KEEP}) {
+        File::Path::remove_tree($self->{dir});
+    } else {
+        Test::More::diag("$self->{name}: server root kept in $self->{dir}");
+    }
     return $how;
 }
 
@@ -384,7 +395,7 @@ sub bad_log_lines {
 sub check_logs {
     my ($self) = @_;
     my @bad = $self->bad_log_lines;
-    Test::More::ok(!@bad, "$self->{name}: no alert, crit, emerg, crash or "
+    my $ok = Test::More::ok(!@bad, "$self->{name}: no alert, crit, emerg, crash or "
                           . "memory error in the logs")
         or Test::More::diag(join '', @bad[0 .. ($#bad < 30 ? $#bad : 29)]);
     if ($self->{valgrind} && -s $self->{valgrind_log}) {
@@ -392,8 +403,10 @@ sub check_logs {
         if ($report =~ /\S/) {
             Test::More::fail("$self->{name}: valgrind reported errors");
             Test::More::diag($report);
+            $ok = 0;
         }
     }
+    return $ok;
 }
 
 # the error log's text (from a mark, see log_mark)

@@ -1,0 +1,234 @@
+
+/*
+ * FlowScale for nginx: DELETE L/runs/ID cancels a run.  A run waiting in
+ * the gateway queue leaves it once PostgreSQL records it canceled.  A run
+ * handed to a backend is marked in the zone and removed from ComfyUI's
+ * queue or interrupted there by its prompt_id (never a bare interrupt
+ * that would stop another run); the worker that follows it records the
+ * end.  The answer is the canceled run; a finished run is a 409.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_pg.h"
+#include "ngx_http_flowscale_dispatch.h"
+
+
+#define NGX_HTTP_FLOWSCALE_CANCEL_WAIT  10000
+
+
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_http_flowscale_loc_conf_t  *flcf;
+    ngx_http_flowscale_pg_query_t  *query;
+    ngx_str_t                       id;
+} ngx_http_flowscale_cancel_ctx_t;
+
+
+static ngx_int_t ngx_http_flowscale_cancel_queued(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
+static void ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
+    const char *error);
+static ngx_int_t ngx_http_flowscale_cancel_finished(ngx_http_request_t *r,
+    ngx_http_flowscale_status_e status);
+static void ngx_http_flowscale_cancel_cleanup(void *data);
+
+
+ngx_int_t
+ngx_http_flowscale_cancel(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id)
+{
+    ngx_int_t                       rc;
+    ngx_str_t                       backend;
+    ngx_http_flowscale_run_t       *run;
+    ngx_http_flowscale_zone_t      *z;
+    ngx_http_flowscale_peer_t      *peer;
+    ngx_http_flowscale_run_view_t   view;
+    ngx_http_flowscale_status_e     status;
+    u_char                          name[64];
+
+    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, id->data, id->len);
+
+    if (run) {
+        view.run = *run;
+    }
+
+    if (run == NULL || !ngx_http_flowscale_view_belongs(&view, flcf)) {
+        ngx_http_flowscale_runs_unlock(z);
+        return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
+                   "Run not found", "No live run with this id in this "
+                   "deployment.");
+    }
+
+    status = run->status;
+
+    if (status >= NGX_HTTP_FLOWSCALE_SUCCEEDED) {
+        ngx_http_flowscale_runs_unlock(z);
+        return ngx_http_flowscale_cancel_finished(r, status);
+    }
+
+    if (run->pending) {
+        ngx_http_flowscale_runs_unlock(z);
+        return ngx_http_flowscale_cancel_queued(r, flcf, id);
+    }
+
+    /* on its way to a backend or there: its follower ends it */
+    run->cancel = 1;
+    ngx_http_flowscale_runs_touch(z, run);
+
+    ngx_cpystrn(name, run->backend, sizeof(name));
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    backend.data = name;
+    backend.len = ngx_strlen(name);
+
+    peer = backend.len ? ngx_http_flowscale_dispatch_peer(&backend) : NULL;
+
+    if (peer) {
+        ngx_http_flowscale_backend_drop(peer, id, r->connection->log);
+    }
+
+    rc = ngx_http_flowscale_wait(r, id, NGX_HTTP_FLOWSCALE_CANCEL_WAIT);
+
+    if (rc == NGX_DONE) {
+        /* held until the waiter finalizes it */
+        r->main->count++;
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_cancel_finished(ngx_http_request_t *r,
+    ngx_http_flowscale_status_e status)
+{
+    u_char  detail[128];
+
+    ngx_snprintf(detail, sizeof(detail), "The run has already %s.%Z",
+                 status == NGX_HTTP_FLOWSCALE_CANCELED ? "been canceled"
+                 : status == NGX_HTTP_FLOWSCALE_SUCCEEDED ? "succeeded"
+                 : "failed");
+
+    return ngx_http_flowscale_problem(r, NGX_HTTP_CONFLICT, "run-finished",
+                                      "Run already finished",
+                                      (char *) detail);
+}
+
+
+/* PostgreSQL first: a run it still has as queued is not gone */
+
+static ngx_int_t
+ngx_http_flowscale_cancel_queued(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id)
+{
+    const char                       *params[1];
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_flowscale_cancel_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_flowscale_cancel_ctx_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (ctx == NULL || cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->flcf = flcf;
+    ctx->id.len = id->len;
+    ctx->id.data = ngx_pnalloc(r->pool, id->len + 1);
+
+    if (ctx->id.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_cpystrn(ctx->id.data, id->data, id->len + 1);
+
+    params[0] = (char *) ctx->id.data;
+
+    ctx->query = ngx_http_flowscale_pg_query(
+        "UPDATE flowscale.runs SET status = 'canceled', finished_at = now() "
+        "WHERE id = $1 AND status = 'queued'",
+        1, params, NULL, ngx_http_flowscale_cancel_recorded, ctx,
+        r->connection->log);
+
+    if (ctx->query == NULL) {
+        return ngx_http_flowscale_unavailable(r);
+    }
+
+    cln->handler = ngx_http_flowscale_cancel_cleanup;
+    cln->data = ctx;
+
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
+    const char *error)
+{
+    ngx_http_flowscale_cancel_ctx_t *ctx = data;
+
+    ngx_int_t                   rc;
+    ngx_http_request_t         *r;
+    ngx_http_flowscale_run_t   *run;
+    ngx_http_flowscale_zone_t  *z;
+
+    /* the reference taken in ngx_http_flowscale_cancel_queued() is ours */
+    r = ctx->request;
+    ctx->query = NULL;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "flowscale: cannot cancel run %V: %s", &ctx->id,
+                      res ? PQresultErrorMessage(res) : error);
+        ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
+        return;
+    }
+
+    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, ctx->id.data, ctx->id.len);
+
+    if (run && run->pending) {
+        ngx_http_flowscale_runs_finish(z, run, NGX_HTTP_FLOWSCALE_CANCELED);
+        z->sh->queue_seq++;
+
+    } else if (run && run->status < NGX_HTTP_FLOWSCALE_SUCCEEDED) {
+        /* a worker took it meanwhile: it finds no queued row and stops */
+        run->cancel = 1;
+        ngx_http_flowscale_runs_touch(z, run);
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    rc = ngx_http_flowscale_wait(r, &ctx->id, NGX_HTTP_FLOWSCALE_CANCEL_WAIT);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+static void
+ngx_http_flowscale_cancel_cleanup(void *data)
+{
+    ngx_http_flowscale_cancel_ctx_t *ctx = data;
+
+    if (ctx->query) {
+        ngx_http_flowscale_pg_cancel(ctx->query);
+    }
+}
