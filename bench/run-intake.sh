@@ -300,9 +300,12 @@ ticks_of() {  # PID...: user + system clock ticks (+ reaped children's)
 # CPU ticks so far: nginx workers, PostgreSQL, simulators, whole machine
 cpu_snap() {
     local ngx pg
-    ngx=$(ps -o pid= --ppid "$(cat "$ngx_pid_file")")
+    # the masters' reaped children count too: a worker that exits (reload,
+    # crash) or a backend that disconnects keeps its time in the sum
+    ngx=$(cat "$ngx_pid_file")
     pg=$(ps -o pid= --ppid "$pg_master")
-    echo "ngx=$(ticks_of $ngx) pg=$(ticks_of "$pg_master" $pg)" \
+    echo "ngx=$(ticks_of "$ngx" $(ps -o pid= --ppid "$ngx"))" \
+         "pg=$(ticks_of "$pg_master" $pg)" \
          "sim=$(ticks_of "${pids[@]}")" \
          "all=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)"
 }
@@ -397,6 +400,14 @@ rows1=$(runs_count)
 queued=$(psql_fs flowscale \
     "SELECT count(*) FROM flowscale.runs WHERE status = 'queued'")
 
+# what the backlog costs with no requests: backend events, the leader
+say "idle with the backlog, 3 s"
+c0=$(cpu_snap)
+sleep 3
+c1=$(cpu_snap)
+echo "duration_us=3000000" >"$work/idle.kv"
+cpu_delta idle "$c0" "$c1"
+
 # about half of POST L's peak: each connection pauses after its response
 # so that (pause + unloaded latency) x rate = connections
 post_rps=$(rps post)
@@ -469,7 +480,7 @@ echo "nginx error log                       $alerts alert/crit/emerg, $errs erro
      "$crashes worker crashes"
 echo
 echo "CPUs busy (of $(nproc))     nginx workers  PostgreSQL  simulators  all (wrk, pgbench, rest)"
-for n in proxy pgbench post half-post; do
+for n in proxy pgbench post idle half-post; do
     printf '%-26s %13s %11s %11s %s\n' "$n" "$(cores $n ngx)" "$(cores $n pg)" \
         "$(cores $n sim)" "$(cores $n all)"
 done

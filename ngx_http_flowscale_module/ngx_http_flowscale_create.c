@@ -15,6 +15,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include <openssl/rand.h>
+#include <openssl/evp.h>
 
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_pg.h"
@@ -46,6 +47,10 @@ typedef struct {
     ngx_str_t                       id;
     ngx_msec_t                      wait;
     ngx_int_t                       rc;         /* of a refusal */
+
+    ngx_str_t                       idempotency_key;
+    u_char                          request_hash[65];
+    ngx_str_t                       webhook;
 } ngx_http_flowscale_create_ctx_t;
 
 
@@ -53,7 +58,7 @@ static void ngx_http_flowscale_create_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_flowscale_create_parse(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx, ngx_str_t *body);
 static ngx_int_t ngx_http_flowscale_parse_json(ngx_http_request_t *r,
-    ngx_str_t *body, json_t **given);
+    ngx_http_flowscale_create_ctx_t *ctx, ngx_str_t *body, json_t **given);
 static ngx_int_t ngx_http_flowscale_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_flowscale_accept(ngx_http_request_t *r,
@@ -69,18 +74,26 @@ static uint64_t ngx_http_flowscale_rng(void *data);
 static ngx_int_t ngx_http_flowscale_uuid7(ngx_pool_t *pool, ngx_str_t *id);
 static ngx_msec_t ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
+static ngx_table_elt_t *ngx_http_flowscale_header(ngx_http_request_t *r,
+    const char *name);
+static ngx_int_t ngx_http_flowscale_request_hash(
+    ngx_http_flowscale_create_ctx_t *ctx, json_t *given, fs_part_t *files,
+    size_t nfiles);
 
 
 static ngx_str_t  ngx_http_flowscale_accept_sql = ngx_string(
-    "SELECT flowscale.accept_run($1, $2, $3, $4, $5, $6, $7, $8)");
+    "SELECT run_id, created FROM flowscale.accept_run($1, $2, $3, $4, $5, "
+    "$6, $7, $8, $9, $10, $11)");
 
 
 ngx_int_t
 ngx_http_flowscale_create(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf)
 {
+    u_char                           *p;
     ngx_int_t                         rc;
     ngx_str_t                        *type;
+    ngx_table_elt_t                  *h;
     ngx_pool_cleanup_t               *cln;
     ngx_http_flowscale_create_ctx_t  *ctx;
 
@@ -137,6 +150,28 @@ ngx_http_flowscale_create(ngx_http_request_t *r,
 #undef ngx_http_flowscale_type_is
 
     ctx->wait = ngx_http_flowscale_prefer_wait(r, flcf);
+
+    h = ngx_http_flowscale_header(r, "Idempotency-Key");
+
+    if (h) {
+        for (p = h->value.data; p < h->value.data + h->value.len; p++) {
+            if (*p < 0x21 || *p > 0x7e) {
+                break;
+            }
+        }
+
+        if (h->value.len == 0 || h->value.len > 255
+            || p < h->value.data + h->value.len)
+        {
+            ngx_http_discard_request_body(r);
+            return ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
+                       "bad-idempotency-key", "Bad Idempotency-Key",
+                       "An Idempotency-Key is 1 to 255 visible ASCII "
+                       "characters.");
+        }
+
+        ctx->idempotency_key = h->value;
+    }
 
     rc = ngx_http_read_client_request_body(r, ngx_http_flowscale_create_body);
 
@@ -261,7 +296,7 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
     case NGX_HTTP_FLOWSCALE_BODY_NONE:
         if (body->len || ctx->format == NGX_HTTP_FLOWSCALE_BODY_JSON) {
             /* a body without a type: JSON is what the API speaks */
-            status = ngx_http_flowscale_parse_json(r, body, &given);
+            status = ngx_http_flowscale_parse_json(r, ctx, body, &given);
 
         } else {
             status = NGX_OK;
@@ -310,6 +345,16 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
         }
     }
 
+    if (ctx->idempotency_key.len
+        && ngx_http_flowscale_request_hash(ctx, given, parts, nfiles)
+           != NGX_OK)
+    {
+        json_decref(given);
+        fs_parts_free(parts, nparts);
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
+    }
+
     errors = NULL;
 
     rc = fs_inputs_validate(ctx->flcf->deployment, given, form, parts,
@@ -342,8 +387,8 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
 /* {"inputs": {...}, "webhook": "..."}: anything else is a mistake */
 
 static ngx_int_t
-ngx_http_flowscale_parse_json(ngx_http_request_t *r, ngx_str_t *body,
-    json_t **given)
+ngx_http_flowscale_parse_json(ngx_http_request_t *r,
+    ngx_http_flowscale_create_ctx_t *ctx, ngx_str_t *body, json_t **given)
 {
     char          detail[300];
     json_t       *root, *inputs, *value;
@@ -382,6 +427,30 @@ ngx_http_flowscale_parse_json(ngx_http_request_t *r, ngx_str_t *body,
         }
     }
 
+    value = json_object_get(root, "webhook");
+
+    if (value && !json_is_null(value)) {
+        if (!json_is_string(value) || json_string_length(value) == 0
+            || json_string_length(value) > 2048)
+        {
+            json_decref(root);
+            return ngx_http_flowscale_problem(r, NGX_HTTP_BAD_REQUEST,
+                       "malformed-body", "Malformed body",
+                       "\"webhook\" must be a URL string.");
+        }
+
+        ctx->webhook.len = json_string_length(value);
+        ctx->webhook.data = ngx_pnalloc(r->pool, ctx->webhook.len + 1);
+
+        if (ctx->webhook.data == NULL) {
+            json_decref(root);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(ctx->webhook.data, json_string_value(value),
+                   ctx->webhook.len + 1);
+    }
+
     inputs = json_object_get(root, "inputs");
 
     if (inputs == NULL) {
@@ -416,7 +485,7 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     char                           *inputs, *prompt, *files, prefix[64];
     json_t                         *list;
     ngx_str_t                       src, dst;
-    const char                     *params[8];
+    const char                     *params[11];
     fs_deployment_t                *d;
     ngx_http_flowscale_loc_conf_t  *flcf;
 
@@ -477,10 +546,27 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     params[5] = inputs;
     params[6] = prompt;
     params[7] = files;
+    params[8] = ctx->webhook.len ? (char *) ctx->webhook.data : NULL;
+    params[9] = NULL;
+    params[10] = NULL;
+
+    if (ctx->idempotency_key.len) {
+        params[9] = ngx_pnalloc(r->pool, ctx->idempotency_key.len + 1);
+        if (params[9] == NULL) {
+            free(inputs);
+            free(prompt);
+            free(files);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_cpystrn((u_char *) params[9], ctx->idempotency_key.data,
+                    ctx->idempotency_key.len + 1);
+        params[10] = (char *) ctx->request_hash;
+    }
 
     if (inputs && prompt && files) {
         ctx->query = ngx_http_flowscale_pg_query(
-                         (char *) ngx_http_flowscale_accept_sql.data, 8,
+                         (char *) ngx_http_flowscale_accept_sql.data, 11,
                          params, NULL, ngx_http_flowscale_accepted, ctx,
                          r->connection->log);
     }
@@ -505,7 +591,7 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
 {
     ngx_http_flowscale_create_ctx_t *ctx = data;
 
-    char                            *inputs;
+    char                            *inputs, *state;
     ngx_int_t                        rc;
     ngx_str_t                        json;
     ngx_http_request_t              *r;
@@ -515,13 +601,37 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
     r = ctx->request;
     ctx->query = NULL;
 
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (state && ngx_strcmp(state, "FS422") == 0) {
+        r->main->count--;
+        ngx_http_finalize_request(r,
+            ngx_http_flowscale_problem(r, NGX_HTTP_FLOWSCALE_UNPROCESSABLE,
+                "idempotency-key-reused", "Idempotency-Key reused",
+                "This Idempotency-Key was used in the last 24 hours with "
+                "another request."));
+        return;
+    }
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQntuples(res) != 1)
+    {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "flowscale: run not accepted: %s",
                       res ? PQresultErrorMessage(res) : error);
 
         r->main->count--;
         ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
+        return;
+    }
+
+    if (PQgetvalue(res, 0, 1)[0] == 'f') {
+        /* the same request again: the original run answers */
+        ngx_memcpy(ctx->id.data, PQgetvalue(res, 0, 0),
+                   NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
+
+        r->main->count--;
+        ngx_http_flowscale_create_respond(r, ctx);
         return;
     }
 
@@ -761,4 +871,90 @@ ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
 
         return ngx_min((ngx_msec_t) n * 1000, flcf->max_wait);
     }
+}
+
+
+static ngx_table_elt_t *
+ngx_http_flowscale_header(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/*
+ * What makes two requests "the same" for Idempotency-Key: the inputs as
+ * given (key order and multipart boundaries do not matter), the files'
+ * bytes and the webhook.
+ */
+
+static ngx_int_t
+ngx_http_flowscale_request_hash(ngx_http_flowscale_create_ctx_t *ctx,
+    json_t *given, fs_part_t *files, size_t nfiles)
+{
+    char          *text;
+    size_t         i;
+    ngx_int_t      rc;
+    unsigned int   len;
+    EVP_MD_CTX    *md;
+    unsigned char  digest[EVP_MAX_MD_SIZE];
+
+    text = json_dumps(given, JSON_SORT_KEYS | JSON_COMPACT);
+    md = EVP_MD_CTX_new();
+
+    rc = NGX_ERROR;
+
+    if (text == NULL || md == NULL
+        || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)
+        || !EVP_DigestUpdate(md, text, ngx_strlen(text) + 1)
+        || !EVP_DigestUpdate(md, ctx->webhook.data, ctx->webhook.len))
+    {
+        goto done;
+    }
+
+    for (i = 0; i < nfiles; i++) {
+        if (!EVP_DigestUpdate(md, files[i].name,
+                              ngx_strlen(files[i].name) + 1)
+            || !EVP_DigestUpdate(md, files[i].data, files[i].len))
+        {
+            goto done;
+        }
+    }
+
+    if (EVP_DigestFinal_ex(md, digest, &len)) {
+        ngx_hex_dump(ctx->request_hash, digest, len)[0] = '\0';
+        rc = NGX_OK;
+    }
+
+done:
+
+    EVP_MD_CTX_free(md);
+    free(text);
+
+    return rc;
 }
