@@ -10,7 +10,7 @@ ASAN_MODULE := $(BUILD)/asan/ngx_http_flowscale_module.so
 SOURCES     := config $(wildcard ngx_http_flowscale_module/*.[ch])
 # the pure C parts (jansson only): unit-tested and fuzzed on their own
 PURE        := $(wildcard $(addprefix ngx_http_flowscale_module/ngx_http_flowscale_,\
-                 workflow.c io.c form.c inputs.c reply.c))
+                 workflow.c io.c form.c inputs.c reply.c capability.c))
 UNIT_TESTS  := $(basename $(notdir $(wildcard t/unit/test_*.c)))
 PY          := /usr/bin/python3
 FUZZ_TIME   ?= 60

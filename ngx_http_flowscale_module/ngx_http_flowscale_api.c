@@ -11,6 +11,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_dispatch.h"
 
 
 static ngx_int_t ngx_http_flowscale_describe(ngx_http_request_t *r,
@@ -24,6 +25,58 @@ static ngx_int_t ngx_http_flowscale_run_routes(ngx_http_request_t *r,
 
 static ngx_str_t  ngx_http_flowscale_json_type =
     ngx_string("application/json");
+
+
+/* the pre-rendered descriptor with the deployment's state of the moment */
+
+static ngx_int_t
+ngx_http_flowscale_send_descriptor(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf)
+{
+    u_char                      *p, reason[160];
+    json_t                      *why;
+    size_t                       len;
+    char                        *quoted;
+    ngx_str_t                    body;
+    const char                  *state;
+    ngx_http_flowscale_state_e   st;
+
+    reason[0] = '\0';
+    st = ngx_http_flowscale_deployment_state(flcf, reason, sizeof(reason));
+    state = ngx_http_flowscale_state_name(st);
+
+    quoted = NULL;
+
+    if (st == NGX_HTTP_FLOWSCALE_FAILED_STATE) {
+        why = json_string((char *) reason);
+        quoted = why ? json_dumps(why, JSON_ENCODE_ANY) : NULL;
+        json_decref(why);
+    }
+
+    len = flcf->descriptor.len + sizeof("\"\",\n  \"reason\": ") - 1
+          + ngx_strlen(state) + (quoted ? ngx_strlen(quoted) : 0)
+          + flcf->descriptor_tail.len;
+
+    body.data = ngx_pnalloc(r->pool, len);
+    if (body.data == NULL) {
+        free(quoted);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body.data, flcf->descriptor.data, flcf->descriptor.len);
+    p = ngx_sprintf(p, "\"%s\"", state);
+
+    if (quoted) {
+        p = ngx_sprintf(p, ",\n  \"reason\": %s", quoted);
+        free(quoted);
+    }
+
+    p = ngx_cpymem(p, flcf->descriptor_tail.data, flcf->descriptor_tail.len);
+    body.len = p - body.data;
+
+    return ngx_http_flowscale_send_json(r, NGX_HTTP_OK,
+                                        &ngx_http_flowscale_json_type, &body);
+}
 
 
 ngx_int_t
@@ -181,9 +234,7 @@ ngx_http_flowscale_describe(ngx_http_request_t *r,
         return rc;
     }
 
-    return ngx_http_flowscale_send_json(r, NGX_HTTP_OK,
-                                        &ngx_http_flowscale_json_type,
-                                        &flcf->descriptor);
+    return ngx_http_flowscale_send_descriptor(r, flcf);
 }
 
 

@@ -90,7 +90,7 @@ ngx_int_t
 ngx_http_flowscale_create(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf)
 {
-    u_char                           *p;
+    u_char                           *p, reason[160], detail[200];
     ngx_int_t                         rc;
     ngx_str_t                        *type;
     ngx_table_elt_t                  *h;
@@ -150,6 +150,17 @@ ngx_http_flowscale_create(ngx_http_request_t *r,
 #undef ngx_http_flowscale_type_is
 
     ctx->wait = ngx_http_flowscale_prefer_wait(r, flcf);
+
+    if (ngx_http_flowscale_deployment_state(flcf, reason, sizeof(reason))
+        == NGX_HTTP_FLOWSCALE_FAILED_STATE)
+    {
+        ngx_http_discard_request_body(r);
+        ngx_snprintf(detail, sizeof(detail), "No backend can run this "
+                     "deployment: %s.%Z", reason);
+        return ngx_http_flowscale_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   "no-capable-backend", "No capable backend",
+                   (char *) detail);
+    }
 
     h = ngx_http_flowscale_header(r, "Idempotency-Key");
 

@@ -192,7 +192,7 @@ static ngx_int_t
 ngx_http_flowscale_render_descriptor(ngx_conf_t *cf,
     ngx_http_flowscale_loc_conf_t *flcf)
 {
-    char    *name, *location, *text;
+    char    *name, *location, *text, *mark, *tail;
     json_t  *desc;
 
     name = ngx_pnalloc(cf->pool, flcf->name.len + 1);
@@ -206,31 +206,38 @@ ngx_http_flowscale_render_descriptor(ngx_conf_t *cf,
     ngx_cpystrn((u_char *) location, flcf->location.data,
                 flcf->location.len + 1);
 
-    /*
-     * The backends are not checked for capability yet, so a deployment
-     * stays "preparing" (its configuration is loaded).
-     */
-
+    /* the state changes at run time: split the text where it goes */
     desc = fs_deployment_describe(flcf->deployment, name, location,
-                                  "preparing");
+                                  "\x01");
     text = json_dumps(desc, JSON_INDENT(2));
     json_decref(desc);
 
-    if (text == NULL) {
+    mark = text ? ngx_strstr(text, "\"\\u0001\"") : NULL;
+
+    if (mark == NULL) {
+        free(text);
         return NGX_ERROR;
     }
 
-    flcf->descriptor.len = ngx_strlen(text) + 1;
+    flcf->descriptor.len = mark - text;
     flcf->descriptor.data = ngx_pnalloc(cf->pool, flcf->descriptor.len);
 
-    if (flcf->descriptor.data != NULL) {
-        ngx_memcpy(flcf->descriptor.data, text, flcf->descriptor.len - 1);
-        flcf->descriptor.data[flcf->descriptor.len - 1] = '\n';
+    tail = mark + sizeof("\"\\u0001\"") - 1;
+    flcf->descriptor_tail.len = ngx_strlen(tail) + 1;
+    flcf->descriptor_tail.data = ngx_pnalloc(cf->pool,
+                                             flcf->descriptor_tail.len);
+
+    if (flcf->descriptor.data && flcf->descriptor_tail.data) {
+        ngx_memcpy(flcf->descriptor.data, text, flcf->descriptor.len);
+        ngx_memcpy(flcf->descriptor_tail.data, tail,
+                   flcf->descriptor_tail.len - 1);
+        flcf->descriptor_tail.data[flcf->descriptor_tail.len - 1] = '\n';
     }
 
     free(text);
 
-    return flcf->descriptor.data ? NGX_OK : NGX_ERROR;
+    return flcf->descriptor.data && flcf->descriptor_tail.data
+           ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -321,4 +328,27 @@ ngx_http_flowscale_error_pages(ngx_conf_t *cf,
     clcf->error_pages = pages;
 
     return NGX_OK;
+}
+
+
+/* the probe interval of an upstream: its first deployment's */
+
+ngx_msec_t
+ngx_http_flowscale_health_interval(ngx_http_upstream_srv_conf_t *uscf)
+{
+    ngx_uint_t                        i;
+    ngx_http_flowscale_loc_conf_t   **flcfp;
+    ngx_http_flowscale_main_conf_t   *fmcf;
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_flowscale_module);
+    flcfp = fmcf->deployments.elts;
+
+    for (i = 0; i < fmcf->deployments.nelts; i++) {
+        if (flcfp[i]->backend == uscf) {
+            return flcfp[i]->health_interval;
+        }
+    }
+
+    return 5000;
 }

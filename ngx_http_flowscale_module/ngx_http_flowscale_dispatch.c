@@ -30,9 +30,9 @@
 #define NGX_HTTP_FLOWSCALE_LEADER_TIMEOUT   1500
 #define NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT    60000
 #define NGX_HTTP_FLOWSCALE_RETRY_DELAY      1000
+#define NGX_HTTP_FLOWSCALE_LOST_AFTER       3
 
 
-typedef struct ngx_http_flowscale_link_s  ngx_http_flowscale_link_t;
 
 
 typedef enum {
@@ -85,23 +85,13 @@ struct ngx_http_flowscale_job_s {
     void                           *data;
 
     ngx_msec_t                      started_msec;
+    ngx_uint_t                      failures;   /* history unanswered */
 
     unsigned                        started:1;
     unsigned                        done_seen:1;
 };
 
 
-struct ngx_http_flowscale_link_s {
-    ngx_http_flowscale_peer_t       peer;
-    ngx_http_upstream_srv_conf_t   *upstream;
-    ngx_uint_t                      weight;
-    ngx_http_flowscale_ws_t        *ws;
-    ngx_uint_t                      open;
-    ngx_queue_t                     waiting;
-    ngx_event_t                     reconnect;
-    ngx_str_t                       client_id;
-    ngx_str_t                       ws_path;
-};
 
 
 typedef struct {
@@ -117,6 +107,10 @@ typedef struct {
 
 static ngx_int_t ngx_http_flowscale_add_links(ngx_cycle_t *cycle,
     ngx_http_upstream_srv_conf_t *uscf);
+static ngx_int_t ngx_http_flowscale_link_slot(ngx_http_flowscale_link_t *link);
+static void ngx_http_flowscale_job_backend_lost(ngx_http_flowscale_job_t *job);
+static ngx_uint_t ngx_http_flowscale_job_backend_down(
+    ngx_http_flowscale_job_t *job);
 static ngx_http_flowscale_link_t *ngx_http_flowscale_reserve(
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 static void ngx_http_flowscale_release(ngx_http_flowscale_link_t *link);
@@ -281,6 +275,7 @@ ngx_http_flowscale_add_links(ngx_cycle_t *cycle,
 
             link->upstream = uscf;
             link->weight = server[i].weight ? server[i].weight : 1;
+            link->max_fails = server[i].max_fails ? server[i].max_fails : 1;
             link->peer.sockaddr = server[i].addrs[j].sockaddr;
             link->peer.socklen = server[i].addrs[j].socklen;
             link->peer.name = server[i].addrs[j].name;
@@ -307,8 +302,37 @@ ngx_http_flowscale_add_links(ngx_cycle_t *cycle,
             link->reconnect.data = link;
             link->reconnect.log = cycle->log;
             link->reconnect.cancelable = 1;
+
+            if (ngx_http_flowscale_link_slot(link) != NGX_OK) {
+                ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                              "flowscale: more than %d backends",
+                              NGX_HTTP_FLOWSCALE_MAX_BACKENDS);
+                return NGX_ERROR;
+            }
         }
     }
+
+    return NGX_OK;
+}
+
+
+/* the link's entry among the zone's backends, shared by all workers */
+
+static ngx_int_t
+ngx_http_flowscale_link_slot(ngx_http_flowscale_link_t *link)
+{
+    ngx_http_flowscale_backend_slot_t  *slot;
+    ngx_http_flowscale_dispatcher_t    *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+    slot = ngx_http_flowscale_runs_backend(ds->zone, &link->peer.name);
+    ngx_http_flowscale_runs_unlock(ds->zone);
+
+    if (slot == NULL) {
+        return NGX_ERROR;
+    }
+
+    link->slot = slot - ds->zone->sh->backends;
 
     return NGX_OK;
 }
@@ -381,6 +405,13 @@ requeue:
 }
 
 
+ngx_array_t *
+ngx_http_flowscale_dispatch_links(void)
+{
+    return &ngx_http_flowscale_dispatcher.links;
+}
+
+
 ngx_http_flowscale_peer_t *
 ngx_http_flowscale_dispatch_peer(ngx_str_t *name)
 {
@@ -422,9 +453,11 @@ ngx_http_flowscale_reserve(ngx_http_flowscale_loc_conf_t *flcf,
 {
     ngx_uint_t                          i;
     ngx_http_flowscale_run_t           *run;
-    ngx_http_flowscale_link_t         **link, *best;
-    ngx_http_flowscale_backend_slot_t  *slot, *best_slot;
-    ngx_http_flowscale_dispatcher_t    *ds = &ngx_http_flowscale_dispatcher;
+    uint64_t                                capable;
+    ngx_http_flowscale_link_t             **link, *best;
+    ngx_http_flowscale_backend_slot_t      *slot, *best_slot;
+    ngx_http_flowscale_deployment_state_t  *dst;
+    ngx_http_flowscale_dispatcher_t        *ds = &ngx_http_flowscale_dispatcher;
 
     best = NULL;
     best_slot = NULL;
@@ -432,14 +465,22 @@ ngx_http_flowscale_reserve(ngx_http_flowscale_loc_conf_t *flcf,
 
     ngx_http_flowscale_runs_lock(ds->zone);
 
+    /* only backends known to have every node class and model it needs */
+    dst = ngx_http_flowscale_runs_deployment(ds->zone, &flcf->project,
+                                             &flcf->name);
+    capable = (dst && dst->generation == ds->zone->sh->generation)
+              ? dst->capable : 0;
+
     for (i = 0; i < ds->links.nelts; i++) {
-        if (link[i]->upstream != flcf->backend) {
+        if (link[i]->upstream != flcf->backend
+            || !ngx_http_flowscale_health_usable(flcf, link[i], capable))
+        {
             continue;
         }
 
-        slot = ngx_http_flowscale_runs_backend(ds->zone, &link[i]->peer.name);
+        slot = &ds->zone->sh->backends[link[i]->slot];
 
-        if (slot == NULL || slot->outstanding >= flcf->backend_depth) {
+        if (slot->outstanding >= flcf->backend_depth) {
             continue;
         }
 
@@ -559,6 +600,7 @@ ngx_http_flowscale_job_create(ngx_http_flowscale_loc_conf_t *flcf,
     job->log = ds->log;
     job->flcf = flcf;
     job->link = link;
+    link->jobs++;
 
     job->id.len = id->len;
     job->id.data = ngx_pnalloc(pool, id->len + 1);
@@ -592,6 +634,7 @@ ngx_http_flowscale_job_free(ngx_http_flowscale_job_t *job)
     ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
 
     ngx_rbtree_delete(&ds->jobs, &job->node);
+    job->link->jobs--;
 
     if (job->queue.next) {
         ngx_queue_remove(&job->queue);
@@ -734,7 +777,8 @@ ngx_http_flowscale_link_closed(void *data, ngx_int_t rc)
         ngx_http_flowscale_job_lost(job, "backend unreachable");
     }
 
-    if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
+    /* only runs being followed need the stream back; others open it */
+    if (link->jobs && !ngx_exiting && !ngx_terminate && !ngx_quit) {
         ngx_add_timer(&link->reconnect, NGX_HTTP_FLOWSCALE_RETRY_DELAY);
     }
 }
@@ -1041,6 +1085,8 @@ ngx_http_flowscale_job_lost(ngx_http_flowscale_job_t *job, const char *why)
                   "to the queue: %s (backend %V)", &job->id, why,
                   &job->link->peer.name);
 
+    ngx_http_flowscale_health_failed(job->link, why);
+
     ngx_http_flowscale_release(job->link);
     ngx_http_flowscale_requeue(&job->id);
 
@@ -1179,6 +1225,80 @@ ngx_http_flowscale_job_output(ngx_http_flowscale_job_t *job,
 }
 
 
+static ngx_uint_t
+ngx_http_flowscale_job_backend_down(ngx_http_flowscale_job_t *job)
+{
+    ngx_uint_t                  down;
+    ngx_http_flowscale_zone_t  *z;
+
+    z = ngx_http_flowscale_dispatcher.zone;
+
+    ngx_http_flowscale_runs_lock(z);
+    down = z->sh->backends[job->link->slot].down;
+    ngx_http_flowscale_runs_unlock(z);
+
+    return down;
+}
+
+
+/*
+ * The backend went away with the run on it: it runs again elsewhere, up to
+ * flowscale_retries times, then fails as "backend_lost".
+ */
+
+static void
+ngx_http_flowscale_job_backend_lost(ngx_http_flowscale_job_t *job)
+{
+    ngx_uint_t                  retry;
+    const char                 *params[1];
+    ngx_http_flowscale_run_t   *run;
+    ngx_http_flowscale_zone_t  *z;
+
+    z = ngx_http_flowscale_dispatcher.zone;
+    retry = 0;
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, job->id.data, job->id.len);
+
+    if (run && run->retries < job->flcf->retries) {
+        run->retries++;
+        run->status = NGX_HTTP_FLOWSCALE_QUEUED;
+        run->started = 0;
+        run->progress_max = 0;
+        retry = 1;
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    if (!retry) {
+        ngx_log_error(NGX_LOG_ERR, job->log, 0, "flowscale: run %V failed: "
+                      "backend %V lost", &job->id, &job->link->peer.name);
+
+        ngx_http_flowscale_job_finish(job, NGX_HTTP_FLOWSCALE_FAILED, NULL,
+            json_pack("{s:s, s:s}", "type", "backend_lost",
+                      "message", "The backend running this run stopped "
+                      "answering."));
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, job->log, 0, "flowscale: run %V runs again: "
+                  "backend %V lost", &job->id, &job->link->peer.name);
+
+    params[0] = (char *) job->id.data;
+    ngx_http_flowscale_sql_update(job,
+        "UPDATE flowscale.runs SET status = 'queued', started_at = NULL, "
+        "backend = NULL WHERE id = $1 AND status IN ('queued', 'running')",
+        1, params);
+
+    ngx_http_flowscale_release(job->link);
+    ngx_http_flowscale_requeue(&job->id);
+    ngx_http_flowscale_job_free(job);
+
+    ngx_http_flowscale_kick();
+}
+
+
 /* DELETE L/runs/ID asked for it, in whatever worker */
 
 static ngx_uint_t
@@ -1283,12 +1403,27 @@ ngx_http_flowscale_job_history(void *data, ngx_int_t rc, ngx_uint_t status,
 
     ngx_cpystrn((u_char *) id, job->id.data, sizeof(id));
 
+    if (rc != NGX_OK) {
+        /* the backend does not answer: after a few tries, it is lost */
+        ngx_http_flowscale_health_failed(job->link, "history failed");
+
+        if (++job->failures >= NGX_HTTP_FLOWSCALE_LOST_AFTER
+            || ngx_http_flowscale_job_backend_down(job))
+        {
+            ngx_http_flowscale_job_backend_lost(job);
+            return;
+        }
+    }
+
     if (rc != NGX_OK || status != NGX_HTTP_OK
         || fs_history_parse(job->flcf->deployment, id, (char *) body->data,
                             body->len, &state, &outputs, &error)
            != 0)
     {
         state = FS_HISTORY_PENDING;
+
+    } else {
+        job->failures = 0;
     }
 
     switch (state) {
@@ -1720,6 +1855,7 @@ ngx_http_flowscale_leader(ngx_event_t *ev)
     ngx_http_flowscale_runs_unlock(ds->zone);
 
     if (lead) {
+        ngx_http_flowscale_health_tick();
         ngx_http_flowscale_kick();
     }
 

@@ -519,3 +519,51 @@ ngx_http_flowscale_runs_events(ngx_http_flowscale_zone_t *z, u_char *id,
 
     return NGX_OK;
 }
+
+
+static const char  *ngx_http_flowscale_state_names[] = {
+    "preparing", "deploying", "ready", "failed", "stopped"
+};
+
+
+const char *
+ngx_http_flowscale_state_name(ngx_http_flowscale_state_e s)
+{
+    return ngx_http_flowscale_state_names[s];
+}
+
+
+/* with the lock held; created on first use */
+
+ngx_http_flowscale_deployment_state_t *
+ngx_http_flowscale_runs_deployment(ngx_http_flowscale_zone_t *z,
+    ngx_str_t *project, ngx_str_t *name)
+{
+    ngx_uint_t                              i;
+    ngx_http_flowscale_deployment_state_t  *ds;
+
+    for (i = 0; i < z->sh->ndeployments; i++) {
+        ds = &z->sh->deployments[i];
+
+        if (ngx_strlen(ds->name) == name->len
+            && ngx_strncmp(ds->name, name->data, name->len) == 0
+            && ngx_strlen(ds->project) == project->len
+            && ngx_strncmp(ds->project, project->data, project->len) == 0)
+        {
+            return ds;
+        }
+    }
+
+    if (z->sh->ndeployments == NGX_HTTP_FLOWSCALE_MAX_DEPLOYMENTS
+        || name->len >= sizeof(ds->name) || project->len >= sizeof(ds->project))
+    {
+        return NULL;
+    }
+
+    ds = &z->sh->deployments[z->sh->ndeployments++];
+    ngx_memzero(ds, sizeof(ngx_http_flowscale_deployment_state_t));
+    ngx_memcpy(ds->name, name->data, name->len);
+    ngx_memcpy(ds->project, project->data, project->len);
+
+    return ds;
+}

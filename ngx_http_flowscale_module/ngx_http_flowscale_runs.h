@@ -19,6 +19,7 @@
 #define NGX_HTTP_FLOWSCALE_MAX_BACKENDS   64
 #define NGX_HTTP_FLOWSCALE_EVENT_RING     64
 #define NGX_HTTP_FLOWSCALE_CHANGE_LOG     1024
+#define NGX_HTTP_FLOWSCALE_MAX_DEPLOYMENTS  256
 
 
 typedef enum {
@@ -64,6 +65,7 @@ typedef struct {
     unsigned                        pending:1;  /* in the gateway queue */
     unsigned                        submitted:1;
     unsigned                        cancel:1;   /* asked for, not done */
+    ngx_uint_t                      retries;    /* after backend losses */
 
     ngx_pid_t                       owner;      /* follows it on a backend */
 
@@ -86,7 +88,37 @@ typedef struct {
 typedef struct {
     u_char                          name[64];
     ngx_uint_t                      outstanding;
+
+    /* health, written by the leader and by failures seen in traffic */
+    unsigned                        probed:1;   /* up/down is known */
+    unsigned                        down:1;
+    ngx_uint_t                      fails;
+    int64_t                         last_seen;  /* ms since the epoch */
+    u_char                          version[32];
+    u_char                          error[128];
+    ngx_uint_t                      info_generation;  /* of /object_info */
 } ngx_http_flowscale_backend_slot_t;
+
+
+typedef enum {
+    NGX_HTTP_FLOWSCALE_PREPARING = 0,
+    NGX_HTTP_FLOWSCALE_DEPLOYING,
+    NGX_HTTP_FLOWSCALE_READY,
+    NGX_HTTP_FLOWSCALE_FAILED_STATE,
+    NGX_HTTP_FLOWSCALE_STOPPED
+} ngx_http_flowscale_state_e;
+
+
+/* what the backends can do for one deployment (by project and name) */
+typedef struct {
+    u_char                          project[65];
+    u_char                          name[65];
+    ngx_uint_t                      generation; /* computed for */
+    ngx_http_flowscale_state_e      state;
+    uint64_t                        capable;    /* bit i: backends[i] */
+    uint64_t                        known;      /* bit i: backends[i] read */
+    u_char                          reason[160];
+} ngx_http_flowscale_deployment_state_t;
 
 
 typedef struct {
@@ -111,6 +143,14 @@ typedef struct {
 
     ngx_uint_t                      nbackends;
     ngx_http_flowscale_backend_slot_t  backends[NGX_HTTP_FLOWSCALE_MAX_BACKENDS];
+
+    ngx_uint_t                      ndeployments;
+    ngx_http_flowscale_deployment_state_t
+                        deployments[NGX_HTTP_FLOWSCALE_MAX_DEPLOYMENTS];
+
+    /* API keys: the key cache and per-key counters, allocated on first use
+     * by ngx_http_flowscale_auth.c */
+    void                           *auth;
 } ngx_http_flowscale_shctx_t;
 
 
@@ -159,6 +199,10 @@ ngx_int_t ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z,
 
 ngx_int_t ngx_http_flowscale_runs_events(ngx_http_flowscale_zone_t *z,
     u_char *id, ngx_pool_t *pool, ngx_http_flowscale_event_t *events);
+
+ngx_http_flowscale_deployment_state_t *ngx_http_flowscale_runs_deployment(
+    ngx_http_flowscale_zone_t *z, ngx_str_t *project, ngx_str_t *name);
+const char *ngx_http_flowscale_state_name(ngx_http_flowscale_state_e s);
 
 const char *ngx_http_flowscale_status_name(ngx_http_flowscale_status_e s);
 int64_t ngx_http_flowscale_now_ms(void);

@@ -156,6 +156,9 @@ ngx_http_flowscale_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     zone->shpool->data = zone->sh;
 
+    /* never 0: a deployment's state of generation 0 is "not known yet" */
+    zone->sh->generation = 1;
+
     ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
                     ngx_http_flowscale_runs_rbtree_insert);
     ngx_queue_init(&zone->sh->pending);
