@@ -405,7 +405,7 @@ ngx_http_flowscale_listen_read(void)
 {
     PGnotify                     *n;
     PGresult                     *res;
-    ngx_uint_t                    failed;
+    ngx_uint_t                    failed, level;
     ngx_http_flowscale_listen_t  *ls = &ngx_http_flowscale_listen;
 
     if (!PQconsumeInput(ls->pg) || PQstatus(ls->pg) == CONNECTION_BAD) {
@@ -430,8 +430,9 @@ ngx_http_flowscale_listen_read(void)
                 ls->state = NGX_HTTP_FLOWSCALE_LISTEN_READY;
                 ls->backoff = NGX_HTTP_FLOWSCALE_LISTEN_BACKOFF_MIN;
 
-                ngx_log_error(ls->failures ? NGX_LOG_NOTICE : NGX_LOG_INFO,
-                              ls->log, 0, "flowscale: listening for API key "
+                level = ls->failures ? NGX_LOG_NOTICE : NGX_LOG_INFO;
+
+                ngx_log_error(level, ls->log, 0, "flowscale: listening for API key "
                               "changes; key cache flushed");
 
                 ls->failures = 0;
@@ -481,6 +482,7 @@ static void
 ngx_http_flowscale_listen_lost(const char *why)
 {
     size_t                        len;
+    ngx_uint_t                    level;
     ngx_http_flowscale_listen_t  *ls = &ngx_http_flowscale_listen;
 
     len = why ? ngx_strlen(why) : 0;
@@ -490,7 +492,9 @@ ngx_http_flowscale_listen_lost(const char *why)
     }
 
     /* once per outage, not at every retry */
-    ngx_log_error(ls->failures ? NGX_LOG_INFO : NGX_LOG_WARN, ls->log, 0,
+    level = ls->failures ? NGX_LOG_INFO : NGX_LOG_WARN;
+
+    ngx_log_error(level, ls->log, 0,
                   "flowscale: the LISTEN connection for API key changes is "
                   "down (%*s); cached keys serve until they expire, "
                   "retrying in %Mms", len, why ? why : "", ls->backoff);

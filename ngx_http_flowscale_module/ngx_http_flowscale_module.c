@@ -22,6 +22,8 @@
 #define NGX_HTTP_FLOWSCALE_DEFAULT_DEPTH     2
 #define NGX_HTTP_FLOWSCALE_DEFAULT_MAX_WAIT  60000
 #define NGX_HTTP_FLOWSCALE_DEFAULT_RUN_TIMEOUT  3600000
+#define NGX_HTTP_FLOWSCALE_DEFAULT_RETRIES   2
+#define NGX_HTTP_FLOWSCALE_DEFAULT_HEALTH    5000
 
 
 static void *ngx_http_flowscale_create_main_conf(ngx_conf_t *cf);
@@ -77,6 +79,20 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_flowscale_loc_conf_t, run_timeout),
+      NULL },
+
+    { ngx_string("flowscale_retries"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, retries),
+      NULL },
+
+    { ngx_string("flowscale_health_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, health_interval),
       NULL },
 
     { ngx_string("flowscale_max_wait"),
@@ -147,6 +163,22 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
       ngx_http_flowscale_io,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    /* API keys (ngx_http_flowscale_auth.c) */
+
+    { ngx_string("flowscale_api_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, api_key),
+      NULL },
+
+    { ngx_string("flowscale_key_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, key_concurrency),
       NULL },
 
       ngx_null_command
@@ -234,7 +266,13 @@ ngx_http_flowscale_create_loc_conf(ngx_conf_t *cf)
 
     flcf->backend_depth = NGX_CONF_UNSET_UINT;
     flcf->max_wait = NGX_CONF_UNSET_MSEC;
+
+    /* API keys */
+    flcf->api_key = NGX_CONF_UNSET;
+    flcf->key_concurrency = NGX_CONF_UNSET_UINT;
     flcf->run_timeout = NGX_CONF_UNSET_MSEC;
+    flcf->retries = NGX_CONF_UNSET_UINT;
+    flcf->health_interval = NGX_CONF_UNSET_MSEC;
 
     return flcf;
 }
@@ -255,8 +293,24 @@ ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_FLOWSCALE_DEFAULT_DEPTH);
     ngx_conf_merge_msec_value(conf->max_wait, prev->max_wait,
                               NGX_HTTP_FLOWSCALE_DEFAULT_MAX_WAIT);
+
+    /* API keys */
+    ngx_conf_merge_value(conf->api_key, prev->api_key, 1);
+    ngx_conf_merge_uint_value(conf->key_concurrency, prev->key_concurrency,
+                              0);
     ngx_conf_merge_msec_value(conf->run_timeout, prev->run_timeout,
                               NGX_HTTP_FLOWSCALE_DEFAULT_RUN_TIMEOUT);
+    ngx_conf_merge_uint_value(conf->retries, prev->retries,
+                              NGX_HTTP_FLOWSCALE_DEFAULT_RETRIES);
+    ngx_conf_merge_msec_value(conf->health_interval, prev->health_interval,
+                              NGX_HTTP_FLOWSCALE_DEFAULT_HEALTH);
+
+    if (conf->health_interval < 100) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "flowscale_health_interval must be at least "
+                           "100ms");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->backend_name.data == NULL) {
         conf->backend_name = prev->backend_name;
@@ -303,6 +357,11 @@ ngx_http_flowscale_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    /* API keys: the access phase of deployment routes */
+    if (ngx_http_flowscale_auth_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_flowscale_zone_default(cf, fmcf);
 }
 
@@ -320,6 +379,11 @@ ngx_http_flowscale_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* API keys: the LISTEN connection for key changes */
+    if (ngx_http_flowscale_listen_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_flowscale_dispatch_init_process(cycle);
 }
 
@@ -328,6 +392,7 @@ static void
 ngx_http_flowscale_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_flowscale_dispatch_exit_process(cycle);
+    ngx_http_flowscale_listen_exit_process(cycle);    /* API keys */
     ngx_http_flowscale_pg_exit_process(cycle);
 }
 

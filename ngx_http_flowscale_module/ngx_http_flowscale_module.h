@@ -42,6 +42,13 @@ typedef struct {
     ngx_shm_zone_t                 *shm_zone;
     ngx_http_flowscale_db_conf_t   *db;
     ngx_array_t                     deployments;   /* loc_conf_t * */
+
+    /* webhooks (ngx_http_flowscale_webhook.c) */
+    ngx_str_t                       webhook_trusted_certificate;
+#if (NGX_SSL)
+    ngx_ssl_t                      *webhook_ssl;   /* one client context */
+#endif
+    ngx_uint_t                      webhook_ca_loaded;
 } ngx_http_flowscale_main_conf_t;
 
 
@@ -53,6 +60,7 @@ typedef struct {
     ngx_http_flowscale_origin_t    *origin;        /* flowscale_deployment */
     ngx_http_flowscale_origin_t    *workflow_origin;
     ngx_str_t                       descriptor;    /* GET L, pre-rendered */
+    ngx_str_t                       descriptor_tail;  /* after "state" */
 
     /* inherited downwards */
     ngx_str_t                       project;
@@ -62,9 +70,25 @@ typedef struct {
     ngx_uint_t                      backend_depth;
     ngx_msec_t                      max_wait;
     ngx_msec_t                      run_timeout;
+    ngx_uint_t                      retries;
+    ngx_msec_t                      health_interval;
 
     ngx_http_core_loc_conf_t       *clcf;
     ngx_http_upstream_conf_t        output_upstream;
+
+    /* API keys (ngx_http_flowscale_auth.c), inherited downwards */
+    ngx_flag_t                      api_key;        /* flowscale_api_key */
+    ngx_uint_t                      key_concurrency; /* 0: unlimited */
+
+    /* webhooks (ngx_http_flowscale_webhook.c), inherited downwards */
+    ngx_array_t                    *webhook_allow;     /* of _allow_t */
+    ngx_array_t                    *webhook_retry;     /* of ngx_msec_t */
+    ngx_msec_t                      webhook_timeout;
+    ngx_flag_t                      webhook_ssl_verify;
+    ngx_http_core_loc_conf_t       *webhook_clcf;      /* its resolver */
+#if (NGX_SSL)
+    ngx_ssl_t                      *webhook_ssl;
+#endif
 } ngx_http_flowscale_loc_conf_t;
 
 
@@ -120,8 +144,16 @@ ngx_int_t ngx_http_flowscale_events(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_uint_t ngx_http_flowscale_view_belongs(ngx_http_flowscale_run_view_t *v,
     ngx_http_flowscale_loc_conf_t *flcf);
+ngx_msec_t ngx_http_flowscale_health_interval(
+    ngx_http_upstream_srv_conf_t *uscf);
 fs_input_t *ngx_http_flowscale_find_input(fs_deployment_t *d,
     const char *name);
+
+
+/* API keys: ngx_http_flowscale_auth.h has the rest */
+ngx_int_t ngx_http_flowscale_auth_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_flowscale_listen_init_process(ngx_cycle_t *cycle);
+void ngx_http_flowscale_listen_exit_process(ngx_cycle_t *cycle);
 
 
 #endif /* _NGX_HTTP_FLOWSCALE_MODULE_H_INCLUDED_ */
