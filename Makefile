@@ -23,7 +23,7 @@ APT_PACKAGES := gcc make perl nginx nginx-dev libjansson-dev libpq-dev \
 export TEST_NGINX_BINARY ?= /usr/sbin/nginx
 
 .PHONY: all deps build asan unit fuzz test test-harness test-sim test-nginx \
-        test-valgrind test-asan run clean
+        test-e2e test-valgrind test-asan run clean
 
 all: build
 
@@ -81,7 +81,7 @@ fuzz: deps
 	        $(BUILD)/fuzz/$$f $$seeds; \
 	done
 
-test: build unit test-sim test-harness test-nginx
+test: build unit test-sim test-harness test-nginx test-e2e
 	@echo "make test: all layers passed"
 
 test-sim: deps
@@ -92,6 +92,9 @@ test-harness: deps
 
 test-nginx: build
 	TEST_NGINX_LOAD_MODULES=$(MODULE) prove -It/lib t/*.t
+
+test-e2e: build
+	TEST_NGINX_LOAD_MODULES=$(MODULE) prove -It/lib t/e2e
 
 test-valgrind: build
 	TEST_NGINX_USE_VALGRIND=1 TEST_NGINX_LOAD_MODULES=$(MODULE) \

@@ -205,7 +205,6 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
 
     if (run && run->pending) {
         ngx_http_flowscale_runs_finish(z, run, NGX_HTTP_FLOWSCALE_CANCELED);
-        z->sh->queue_seq++;
 
     } else if (run && run->status < NGX_HTTP_FLOWSCALE_SUCCEEDED) {
         /* a worker took it meanwhile: it finds no queued row and stops */

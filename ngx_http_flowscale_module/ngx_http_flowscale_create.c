@@ -76,6 +76,8 @@ static ngx_msec_t ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
 static ngx_table_elt_t *ngx_http_flowscale_header(ngx_http_request_t *r,
     const char *name);
+static time_t ngx_http_flowscale_queue_full(
+    ngx_http_flowscale_loc_conf_t *flcf);
 static ngx_int_t ngx_http_flowscale_request_hash(
     ngx_http_flowscale_create_ctx_t *ctx, json_t *given, fs_part_t *files,
     size_t nfiles);
@@ -91,6 +93,7 @@ ngx_http_flowscale_create(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf)
 {
     u_char                           *p, reason[160], detail[200];
+    time_t                            retry;
     ngx_int_t                         rc;
     ngx_str_t                        *type;
     ngx_table_elt_t                  *h;
@@ -150,6 +153,15 @@ ngx_http_flowscale_create(ngx_http_request_t *r,
 #undef ngx_http_flowscale_type_is
 
     ctx->wait = ngx_http_flowscale_prefer_wait(r, flcf);
+
+    retry = ngx_http_flowscale_queue_full(flcf);
+
+    if (retry) {
+        ngx_http_discard_request_body(r);
+        return ngx_http_flowscale_too_many(r, retry,
+                   "The queue of this deployment is full "
+                   "(flowscale_queue_size); retry later.");
+    }
 
     if (ngx_http_flowscale_deployment_state(flcf, reason, sizeof(reason))
         == NGX_HTTP_FLOWSCALE_FAILED_STATE)
@@ -968,4 +980,49 @@ done:
     free(text);
 
     return rc;
+}
+
+
+/*
+ * 0 when the deployment's gateway queue has room, else the seconds after
+ * which a retry may find some: the runs ahead, at the pace runs have
+ * recently gone through its backends.
+ */
+
+static time_t
+ngx_http_flowscale_queue_full(ngx_http_flowscale_loc_conf_t *flcf)
+{
+    time_t                                  retry;
+    uint64_t                                capable;
+    ngx_uint_t                              queued, n;
+    int64_t                                 run_ms;
+    ngx_http_flowscale_zone_t              *z;
+    ngx_http_flowscale_deployment_state_t  *ds;
+
+    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+
+    ngx_http_flowscale_runs_lock(z);
+
+    ds = ngx_http_flowscale_runs_deployment(z, &flcf->project, &flcf->name);
+    queued = ds ? ds->queued : 0;
+    run_ms = ds ? ds->run_ms : 0;
+    capable = ds ? ds->capable : 0;
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    if (queued < flcf->queue_size) {
+        return 0;
+    }
+
+    for (n = 0; capable; capable &= capable - 1) {
+        n++;
+    }
+
+    if (run_ms == 0 || n == 0) {
+        return 30;
+    }
+
+    retry = (time_t) (queued * run_ms / (n * flcf->backend_depth) / 1000);
+
+    return ngx_max(1, ngx_min(retry, 3600));
 }

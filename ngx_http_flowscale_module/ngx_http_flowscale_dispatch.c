@@ -26,8 +26,8 @@
 
 #define NGX_HTTP_FLOWSCALE_CHECK_INTERVAL   3000   /* history without news */
 #define NGX_HTTP_FLOWSCALE_TICK             1000   /* cancel and timeout */
-#define NGX_HTTP_FLOWSCALE_LEADER_INTERVAL  500
-#define NGX_HTTP_FLOWSCALE_LEADER_TIMEOUT   1500
+#define NGX_HTTP_FLOWSCALE_LEADER_INTERVAL  250
+#define NGX_HTTP_FLOWSCALE_LEADER_TIMEOUT   900
 #define NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT    60000
 #define NGX_HTTP_FLOWSCALE_RETRY_DELAY      1000
 #define NGX_HTTP_FLOWSCALE_LOST_AFTER       3
@@ -543,13 +543,10 @@ ngx_http_flowscale_requeue(ngx_str_t *id)
     run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
 
     if (run && run->status == NGX_HTTP_FLOWSCALE_QUEUED && !run->pending) {
-        run->pending = 1;
         run->submitted = 0;
         run->owner = 0;
         run->backend[0] = '\0';
-        ngx_queue_insert_head(&ds->zone->sh->pending, &run->queue);
-        ds->zone->sh->queue_seq++;
-        ngx_http_flowscale_runs_touch(ds->zone, run);
+        ngx_http_flowscale_runs_enqueue(ds->zone, run, 1);
     }
 
     ngx_http_flowscale_runs_unlock(ds->zone);
@@ -566,11 +563,8 @@ ngx_http_flowscale_enqueue(ngx_str_t *id)
 
     run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
 
-    if (run && !run->pending) {
-        run->pending = 1;
-        ngx_queue_insert_tail(&ds->zone->sh->pending, &run->queue);
-        ds->zone->sh->queue_seq++;
-        ngx_http_flowscale_runs_touch(ds->zone, run);
+    if (run) {
+        ngx_http_flowscale_runs_enqueue(ds->zone, run, 0);
     }
 
     ngx_http_flowscale_runs_unlock(ds->zone);
@@ -1666,11 +1660,7 @@ ngx_http_flowscale_kick(void)
         }
 
         /* take it out now, so no other worker hands it out too */
-        ngx_queue_remove(q);
-        ngx_queue_init(q);
-        run->pending = 0;
-        ds->zone->sh->queue_seq++;
-        ngx_http_flowscale_runs_touch(ds->zone, run);
+        ngx_http_flowscale_runs_dequeue(ds->zone, run);
 
         ngx_memcpy(buf, run->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
         buf[NGX_HTTP_FLOWSCALE_RUN_ID_LEN] = '\0';

@@ -17,12 +17,14 @@
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_pg.h"
 #include "ngx_http_flowscale_dispatch.h"
+#include "ngx_http_flowscale_webhook.h"    /* webhooks */
 
 
 #define NGX_HTTP_FLOWSCALE_DEFAULT_DEPTH     2
 #define NGX_HTTP_FLOWSCALE_DEFAULT_MAX_WAIT  60000
 #define NGX_HTTP_FLOWSCALE_DEFAULT_RUN_TIMEOUT  3600000
 #define NGX_HTTP_FLOWSCALE_DEFAULT_RETRIES   2
+#define NGX_HTTP_FLOWSCALE_DEFAULT_QUEUE     1000
 #define NGX_HTTP_FLOWSCALE_DEFAULT_HEALTH    5000
 
 
@@ -79,6 +81,13 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_flowscale_loc_conf_t, run_timeout),
+      NULL },
+
+    { ngx_string("flowscale_queue_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, queue_size),
       NULL },
 
     { ngx_string("flowscale_retries"),
@@ -181,6 +190,43 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
       offsetof(ngx_http_flowscale_loc_conf_t, key_concurrency),
       NULL },
 
+    /* webhooks (ngx_http_flowscale_webhook.c) */
+
+    { ngx_string("flowscale_webhook_allow"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_flowscale_webhook_allow,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("flowscale_webhook_retry"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_flowscale_webhook_retry,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("flowscale_webhook_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, webhook_timeout),
+      NULL },
+
+    { ngx_string("flowscale_webhook_ssl_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, webhook_ssl_verify),
+      NULL },
+
+    { ngx_string("flowscale_webhook_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_main_conf_t, webhook_trusted_certificate),
+      NULL },
+
       ngx_null_command
 };
 
@@ -272,7 +318,14 @@ ngx_http_flowscale_create_loc_conf(ngx_conf_t *cf)
     flcf->key_concurrency = NGX_CONF_UNSET_UINT;
     flcf->run_timeout = NGX_CONF_UNSET_MSEC;
     flcf->retries = NGX_CONF_UNSET_UINT;
+    flcf->queue_size = NGX_CONF_UNSET_UINT;
     flcf->health_interval = NGX_CONF_UNSET_MSEC;
+
+    /* webhooks */
+    flcf->webhook_allow = NGX_CONF_UNSET_PTR;
+    flcf->webhook_retry = NGX_CONF_UNSET_PTR;
+    flcf->webhook_timeout = NGX_CONF_UNSET_MSEC;
+    flcf->webhook_ssl_verify = NGX_CONF_UNSET;
 
     return flcf;
 }
@@ -302,6 +355,8 @@ ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_FLOWSCALE_DEFAULT_RUN_TIMEOUT);
     ngx_conf_merge_uint_value(conf->retries, prev->retries,
                               NGX_HTTP_FLOWSCALE_DEFAULT_RETRIES);
+    ngx_conf_merge_uint_value(conf->queue_size, prev->queue_size,
+                              NGX_HTTP_FLOWSCALE_DEFAULT_QUEUE);
     ngx_conf_merge_msec_value(conf->health_interval, prev->health_interval,
                               NGX_HTTP_FLOWSCALE_DEFAULT_HEALTH);
 
@@ -315,6 +370,11 @@ ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->backend_name.data == NULL) {
         conf->backend_name = prev->backend_name;
         conf->backend_origin = prev->backend_origin;
+    }
+
+    /* webhooks */
+    if (ngx_http_flowscale_webhook_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (conf->name.data == NULL) {
@@ -384,6 +444,11 @@ ngx_http_flowscale_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* webhooks */
+    if (ngx_http_flowscale_webhook_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_flowscale_dispatch_init_process(cycle);
 }
 
@@ -392,6 +457,7 @@ static void
 ngx_http_flowscale_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_flowscale_dispatch_exit_process(cycle);
+    ngx_http_flowscale_webhook_exit_process(cycle);   /* webhooks */
     ngx_http_flowscale_listen_exit_process(cycle);    /* API keys */
     ngx_http_flowscale_pg_exit_process(cycle);
 }

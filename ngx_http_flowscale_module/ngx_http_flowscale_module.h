@@ -72,6 +72,7 @@ typedef struct {
     ngx_msec_t                      run_timeout;
     ngx_uint_t                      retries;
     ngx_msec_t                      health_interval;
+    ngx_uint_t                      queue_size;
 
     ngx_http_core_loc_conf_t       *clcf;
     ngx_http_upstream_conf_t        output_upstream;
@@ -121,6 +122,8 @@ ngx_int_t ngx_http_flowscale_problem_errors(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *title,
     const char *detail, json_t *errors);
 ngx_int_t ngx_http_flowscale_unavailable(ngx_http_request_t *r);
+ngx_int_t ngx_http_flowscale_too_many(ngx_http_request_t *r, time_t retry,
+    const char *detail);
 
 ngx_int_t ngx_http_flowscale_create(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);

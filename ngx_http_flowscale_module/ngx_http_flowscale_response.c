@@ -144,3 +144,31 @@ ngx_http_flowscale_unavailable(ngx_http_request_t *r)
                "The database is unavailable; nothing was recorded. Retry "
                "later.");
 }
+
+
+/* 429 with Retry-After: a queue or a per-key limit is full */
+
+ngx_int_t
+ngx_http_flowscale_too_many(ngx_http_request_t *r, time_t retry,
+    const char *detail)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (h->value.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    h->value.len = ngx_sprintf(h->value.data, "%T", retry) - h->value.data;
+
+    return ngx_http_flowscale_problem(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                      "too-many-runs", "Too Many Requests",
+                                      detail);
+}

@@ -287,19 +287,105 @@ ngx_http_flowscale_runs_set_json(ngx_http_flowscale_zone_t *z,
 }
 
 
+/*
+ * The gateway queue, with the count of each deployment's runs in it for
+ * flowscale_queue_size.  With the lock held.
+ */
+
+void
+ngx_http_flowscale_runs_enqueue(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run, ngx_uint_t head)
+{
+    ngx_http_flowscale_deployment_state_t  *ds;
+
+    if (run->pending) {
+        return;
+    }
+
+    if (head) {
+        ngx_queue_insert_head(&z->sh->pending, &run->queue);
+
+    } else {
+        ngx_queue_insert_tail(&z->sh->pending, &run->queue);
+    }
+
+    run->pending = 1;
+
+    ds = ngx_http_flowscale_runs_deployment_of(z, run);
+    if (ds) {
+        ds->queued++;
+    }
+
+    z->sh->queue_seq++;
+    ngx_http_flowscale_runs_touch(z, run);
+}
+
+
+void
+ngx_http_flowscale_runs_dequeue(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run)
+{
+    ngx_http_flowscale_deployment_state_t  *ds;
+
+    if (!run->pending) {
+        return;
+    }
+
+    ngx_queue_remove(&run->queue);
+    ngx_queue_init(&run->queue);
+    run->pending = 0;
+
+    ds = ngx_http_flowscale_runs_deployment_of(z, run);
+    if (ds && ds->queued) {
+        ds->queued--;
+    }
+
+    z->sh->queue_seq++;
+    ngx_http_flowscale_runs_touch(z, run);
+}
+
+
+ngx_http_flowscale_deployment_state_t *
+ngx_http_flowscale_runs_deployment_of(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run)
+{
+    ngx_str_t  project, name;
+
+    project.data = run->project;
+    project.len = ngx_strlen(run->project);
+    name.data = run->deployment;
+    name.len = ngx_strlen(run->deployment);
+
+    return ngx_http_flowscale_runs_deployment(z, &project, &name);
+}
+
+
 /* a finished run leaves the gateway queue and becomes evictable */
 
 void
 ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run, ngx_http_flowscale_status_e status)
 {
-    if (!ngx_queue_empty(&run->queue)) {
+    ngx_http_flowscale_deployment_state_t  *ds;
+
+    if (run->pending) {
+        ngx_http_flowscale_runs_dequeue(z, run);
+
+    } else if (!ngx_queue_empty(&run->queue)) {
         ngx_queue_remove(&run->queue);
     }
 
-    run->pending = 0;
     run->status = status;
     run->finished = ngx_http_flowscale_now_ms();
+
+    /* how long runs take here, for the Retry-After of a full queue */
+    ds = ngx_http_flowscale_runs_deployment_of(z, run);
+
+    if (ds && status == NGX_HTTP_FLOWSCALE_SUCCEEDED && run->started) {
+        ds->run_ms = ds->run_ms
+                     ? (ds->run_ms * 7 + (run->finished - run->started)) / 8
+                     : run->finished - run->started;
+    }
     run->owner = 0;
     run->cancel = 0;
 
@@ -308,7 +394,6 @@ ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
                                          0, 0, NULL, NULL, 0);
 
     ngx_queue_insert_tail(&z->sh->finished, &run->queue);
-    z->sh->queue_seq++;
 }
 
 

@@ -118,6 +118,9 @@ typedef struct {
     uint64_t                        capable;    /* bit i: backends[i] */
     uint64_t                        known;      /* bit i: backends[i] read */
     u_char                          reason[160];
+
+    ngx_uint_t                      queued;     /* in the gateway queue */
+    int64_t                         run_ms;     /* moving average */
 } ngx_http_flowscale_deployment_state_t;
 
 
@@ -202,6 +205,12 @@ ngx_int_t ngx_http_flowscale_runs_events(ngx_http_flowscale_zone_t *z,
 
 ngx_http_flowscale_deployment_state_t *ngx_http_flowscale_runs_deployment(
     ngx_http_flowscale_zone_t *z, ngx_str_t *project, ngx_str_t *name);
+ngx_http_flowscale_deployment_state_t *ngx_http_flowscale_runs_deployment_of(
+    ngx_http_flowscale_zone_t *z, ngx_http_flowscale_run_t *run);
+void ngx_http_flowscale_runs_enqueue(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run, ngx_uint_t head);
+void ngx_http_flowscale_runs_dequeue(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run);
 const char *ngx_http_flowscale_state_name(ngx_http_flowscale_state_e s);
 
 const char *ngx_http_flowscale_status_name(ngx_http_flowscale_status_e s);

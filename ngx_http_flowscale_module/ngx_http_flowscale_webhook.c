@@ -372,10 +372,10 @@ char *
 ngx_http_flowscale_webhook_merge(ngx_conf_t *cf,
     ngx_http_flowscale_loc_conf_t *prev, ngx_http_flowscale_loc_conf_t *conf)
 {
-    ngx_http_flowscale_main_conf_t  *fmcf;
 #if (NGX_SSL)
     ngx_str_t                        ca;
     ngx_pool_cleanup_t              *cln;
+    ngx_http_flowscale_main_conf_t  *fmcf;
 #endif
 
     ngx_conf_merge_ptr_value(conf->webhook_allow, prev->webhook_allow, NULL);
@@ -450,10 +450,6 @@ ngx_http_flowscale_webhook_merge(ngx_conf_t *cf,
 
     conf->webhook_ssl = fmcf->webhook_ssl;
 
-#else
-
-    (void) fmcf;
-
 #endif
 
     return NGX_CONF_OK;
@@ -474,6 +470,7 @@ ngx_http_flowscale_webhook_parse(ngx_str_t *url,
     ngx_http_flowscale_webhook_url_t *u)
 {
     u_char     *p, *last, *start, *end, *colon;
+    in_addr_t   addr;
     ngx_int_t   port;
 
     ngx_memzero(u, sizeof(ngx_http_flowscale_webhook_url_t));
@@ -579,8 +576,6 @@ ngx_http_flowscale_webhook_parse(ngx_str_t *url,
     }
 
     if (!u->ip) {
-        in_addr_t  addr;
-
         addr = ngx_inet_addr(u->host.data, u->host.len);
 
         if (addr != INADDR_NONE) {
@@ -1160,24 +1155,20 @@ failed:
 static void
 ngx_http_flowscale_webhook_fetch_secret(ngx_http_flowscale_webhook_t *wh)
 {
+    int          lengths[2];
     const char  *params[2];
 
     params[0] = (const char *) wh->run_id.data;
+    lengths[0] = (int) wh->run_id.len;
     params[1] = (const char *) wh->project.data;
+    lengths[1] = (int) wh->project.len;
 
-    {
-        int  lengths[2];
+    wh->log.action = "reading the webhook secret";
 
-        lengths[0] = (int) wh->run_id.len;
-        lengths[1] = (int) wh->project.len;
-
-        wh->log.action = "reading the webhook secret";
-
-        wh->query = ngx_http_flowscale_pg_query(
-                        "SELECT flowscale.webhook_start($1, $2)", 2, params,
-                        lengths, ngx_http_flowscale_webhook_secret_done, wh,
-                        &wh->log);
-    }
+    wh->query = ngx_http_flowscale_pg_query(
+                    "SELECT flowscale.webhook_start($1, $2)", 2, params,
+                    lengths, ngx_http_flowscale_webhook_secret_done, wh,
+                    &wh->log);
 
     if (wh->query == NULL) {
         wh->attempt++;
@@ -1939,18 +1930,8 @@ ngx_http_flowscale_webhook_finish(ngx_http_flowscale_webhook_t *wh,
                 / sizeof(ngx_msec_t);
         }
 
-        if (how == NGX_HTTP_FLOWSCALE_WEBHOOK_GIVE_UP
-            || wh->attempt > n || ngx_exiting || ngx_terminate || ngx_quit)
-        {
+        if (how == NGX_HTTP_FLOWSCALE_WEBHOOK_GIVE_UP || wh->attempt > n) {
             final = "failed";
-
-            /* an exiting worker leaves the rest for a later resume */
-            if (how != NGX_HTTP_FLOWSCALE_WEBHOOK_GIVE_UP
-                && wh->attempt <= n)
-            {
-                final = NULL;
-                next = delays[wh->attempt - 1];
-            }
 
         } else {
             next = delays[wh->attempt - 1];
@@ -1975,6 +1956,7 @@ ngx_http_flowscale_webhook_finish(ngx_http_flowscale_webhook_t *wh,
     ngx_http_flowscale_webhook_record(wh, status, next, final);
 
     if (final || ngx_exiting || ngx_terminate || ngx_quit) {
+        /* an exiting worker leaves a retry to a later resume (next_at) */
         ngx_http_flowscale_webhook_free(wh);
         return;
     }

@@ -114,3 +114,17 @@ AS $$
         webhook_next_at = now() + p_next_in_ms * interval '1 millisecond'
     WHERE id = p_run_id;
 $$;
+
+-- Called by nginx when a run with a webhook ends: marks its delivery
+-- pending and returns the project's secret.
+CREATE OR REPLACE FUNCTION flowscale.webhook_start(p_run_id uuid,
+                                                  p_project text)
+RETURNS text
+LANGUAGE sql
+AS $$
+    UPDATE flowscale.runs
+    SET webhook_status = 'pending', webhook_next_at = now()
+    WHERE id = p_run_id AND webhook_status IS DISTINCT FROM 'delivered';
+
+    SELECT flowscale.webhook_secret(p_project);
+$$;
