@@ -2,11 +2,11 @@
 /*
  * FlowScale for nginx: API keys (design.md sections 5 and 8).
  *
- * Every run route of a deployment asks for "Authorization: Bearer KEY" or
- * "X-API-Key: KEY", a key of the location's project (flowscale_project).
- * GET/HEAD L, L/openapi.json, L/docs and L/app describe the API and are
- * left alone; flowscale_api_key off or set_project_auth(project, false)
- * make the API public.
+ * Every run route of a deployment (POST L, L/runs...) asks for
+ * "Authorization: Bearer KEY" or "X-API-Key: KEY", a key of the location's
+ * project (flowscale_project).  GET/HEAD L, L/openapi.json, L/docs and
+ * L/app describe the API and are left alone; flowscale_api_key off or
+ * set_project_auth(project, false) make the API public.
  *
  * Keys look like fs_<key_id>_<secret>; PostgreSQL keeps only their
  * SHA-256.  Judgements are made from a cache in the shared zone: an rbtree
@@ -234,7 +234,10 @@ ngx_http_flowscale_auth_init(ngx_conf_t *cf)
 
     *h = ngx_http_flowscale_auth_handler;
 
-    ngx_queue_init(&ngx_http_flowscale_auth_waiters);
+    /* once: a reload without a master keeps the requests parked so far */
+    if (ngx_http_flowscale_auth_waiters.next == NULL) {
+        ngx_queue_init(&ngx_http_flowscale_auth_waiters);
+    }
 
     return NGX_OK;
 }
@@ -373,7 +376,12 @@ ngx_http_flowscale_auth_handler(ngx_http_request_t *r)
 }
 
 
-/* GET/HEAD L, the OpenAPI document, the docs and the app need no key */
+/*
+ * The run routes: POST L and everything under L/runs.  GET/HEAD L, the
+ * OpenAPI document, the docs and the app describe the API and need no key;
+ * a method L does not have (405) or a path it does not serve (404) tells
+ * nothing either, so those answers are left to the handler.
+ */
 
 static ngx_uint_t
 ngx_http_flowscale_auth_route(ngx_http_request_t *r,
@@ -389,28 +397,13 @@ ngx_http_flowscale_auth_route(ngx_http_request_t *r,
     rest.len = r->uri.len - flcf->location.len;
 
     if (rest.len == 0 || (rest.len == 1 && rest.data[0] == '/')) {
-        return !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD));
+        return r->method == NGX_HTTP_POST;
     }
 
-#define ngx_http_flowscale_rest_is(s)                                        \
-    (rest.len == sizeof(s) - 1 && ngx_strncmp(rest.data, s, rest.len) == 0)
-
-#define ngx_http_flowscale_rest_under(s)                                     \
-    (ngx_http_flowscale_rest_is(s)                                           \
-     || (rest.len > sizeof(s) - 1                                            \
-         && ngx_strncmp(rest.data, s "/", sizeof(s)) == 0))
-
-    if (ngx_http_flowscale_rest_is("/openapi.json")
-        || ngx_http_flowscale_rest_under("/docs")
-        || ngx_http_flowscale_rest_under("/app"))
-    {
-        return !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD));
-    }
-
-#undef ngx_http_flowscale_rest_is
-#undef ngx_http_flowscale_rest_under
-
-    return 1;
+    return rest.len >= sizeof("/runs") - 1
+           && ngx_strncmp(rest.data, "/runs", sizeof("/runs") - 1) == 0
+           && (rest.len == sizeof("/runs") - 1
+               || rest.data[sizeof("/runs") - 1] == '/');
 }
 
 

@@ -40,6 +40,7 @@ typedef enum {
     NGX_HTTP_FLOWSCALE_JOB_UPLOADING,
     NGX_HTTP_FLOWSCALE_JOB_SUBMITTING,
     NGX_HTTP_FLOWSCALE_JOB_FOLLOWING,
+    NGX_HTTP_FLOWSCALE_JOB_ATTACHING,           /* after a restart */
     NGX_HTTP_FLOWSCALE_JOB_FINISHING
 } ngx_http_flowscale_job_state_e;
 
@@ -89,6 +90,7 @@ struct ngx_http_flowscale_job_s {
 
     unsigned                        started:1;
     unsigned                        done_seen:1;
+    unsigned                        attached:1; /* not on the backend */
 };
 
 
@@ -138,6 +140,8 @@ static void ngx_http_flowscale_comfy_ignore(void *data, ngx_int_t rc,
 static void ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
     fs_ws_event_t *ev);
 static void ngx_http_flowscale_job_check(ngx_event_t *ev);
+static void ngx_http_flowscale_job_attached(void *data, ngx_int_t rc,
+    ngx_uint_t status, ngx_str_t *body);
 static ngx_uint_t ngx_http_flowscale_job_canceled(
     ngx_http_flowscale_job_t *job);
 static void ngx_http_flowscale_job_output(ngx_http_flowscale_job_t *job,
@@ -157,8 +161,6 @@ static ngx_http_flowscale_job_t *ngx_http_flowscale_job_find(ngx_str_t *id);
 static void ngx_http_flowscale_kick(void);
 static void ngx_http_flowscale_fetched(void *data, PGresult *res,
     const char *error);
-static ngx_http_flowscale_loc_conf_t *ngx_http_flowscale_find_deployment(
-    u_char *project, u_char *name);
 static void ngx_http_flowscale_leader(ngx_event_t *ev);
 static void ngx_http_flowscale_sql_update(ngx_http_flowscale_job_t *job,
     const char *sql, ngx_uint_t n, const char **params);
@@ -431,6 +433,120 @@ ngx_http_flowscale_dispatch_peer(ngx_str_t *name)
     }
 
     return NULL;
+}
+
+
+/*
+ * After a restart: a run PostgreSQL says was handed to backend NAME.  If
+ * the backend still has it, this worker follows it (by /history: its
+ * events went to a client that is gone); if it finished there, it is
+ * recorded; otherwise it runs again.
+ */
+
+ngx_int_t
+ngx_http_flowscale_dispatch_attach(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id, ngx_str_t *backend)
+{
+    ngx_uint_t                  i;
+    ngx_str_t                   path;
+    ngx_http_flowscale_job_t   *job;
+    ngx_http_flowscale_link_t **link, *found;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    found = NULL;
+    link = ds->links.elts;
+
+    for (i = 0; i < ds->links.nelts; i++) {
+        if (link[i]->upstream == flcf->backend
+            && link[i]->peer.name.len == backend->len
+            && ngx_strncmp(link[i]->peer.name.data, backend->data,
+                           backend->len) == 0)
+        {
+            found = link[i];
+            break;
+        }
+    }
+
+    if (found == NULL) {
+        /* that backend left the configuration: run it elsewhere */
+        ngx_http_flowscale_enqueue(id);
+        return NGX_OK;
+    }
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+    ds->zone->sh->backends[found->slot].outstanding++;
+    ngx_http_flowscale_runs_unlock(ds->zone);
+
+    job = ngx_http_flowscale_job_create(flcf, id, found);
+    if (job == NULL) {
+        ngx_http_flowscale_release(found);
+        ngx_http_flowscale_enqueue(id);
+        return NGX_ERROR;
+    }
+
+    job->state = NGX_HTTP_FLOWSCALE_JOB_ATTACHING;
+    ngx_str_set(&path, "/queue");
+
+    job->req = ngx_http_flowscale_comfy_request(&found->peer, "GET", &path,
+                   NULL, NULL, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_job_attached, job, job->log);
+
+    if (job->req == NULL) {
+        ngx_http_flowscale_job_lost(job, "cannot attach");
+    }
+
+    return NGX_OK;
+}
+
+
+/* {"queue_running": [[number, id, ...]], "queue_pending": [...]} */
+
+static void
+ngx_http_flowscale_job_attached(void *data, ngx_int_t rc, ngx_uint_t status,
+    ngx_str_t *body)
+{
+    ngx_http_flowscale_job_t *job = data;
+
+    size_t       i;
+    json_t      *queue, *item;
+    ngx_uint_t   there;
+    const char  *lists[] = { "queue_running", "queue_pending" }, *id;
+
+    job->req = NULL;
+
+    if (rc != NGX_OK || status != NGX_HTTP_OK) {
+        ngx_http_flowscale_job_backend_lost(job);
+        return;
+    }
+
+    queue = json_loadb((char *) body->data, body->len,
+                       JSON_DECODE_INT_AS_REAL, NULL);
+    there = 0;
+
+    for (i = 0; i < 2 && !there; i++) {
+        size_t  j;
+
+        json_array_foreach(json_object_get(queue, lists[i]), j, item) {
+            id = json_string_value(json_array_get(item, 1));
+
+            if (id && ngx_strlen(id) == job->id.len
+                && ngx_strncmp(id, job->id.data, job->id.len) == 0)
+            {
+                there = 1;
+                break;
+            }
+        }
+    }
+
+    json_decref(queue);
+
+    /* followed by its history: queued or running there, or just ended */
+    job->state = NGX_HTTP_FLOWSCALE_JOB_FOLLOWING;
+    job->last_event = ngx_current_msec;
+    job->done_seen = !there;
+    job->attached = !there;
+
+    ngx_http_flowscale_job_check(&job->check);
 }
 
 
@@ -1443,10 +1559,16 @@ ngx_http_flowscale_job_history(void *data, ngx_int_t rc, ngx_uint_t status,
         return;
 
     default:
-        /* still queued or running there: look again later */
         json_decref(outputs);
         json_decref(error);
 
+        if (job->attached) {
+            /* neither in its queue nor in its history: it never ran */
+            ngx_http_flowscale_job_backend_lost(job);
+            return;
+        }
+
+        /* still queued or running there: look again later */
         /* after "done" the history entry is due any moment */
         ngx_add_timer(&job->check, job->done_seen
                                    ? NGX_HTTP_FLOWSCALE_RETRY_DELAY
@@ -1787,7 +1909,7 @@ ngx_http_flowscale_fetched(void *data, PGresult *res, const char *error)
 }
 
 
-static ngx_http_flowscale_loc_conf_t *
+ngx_http_flowscale_loc_conf_t *
 ngx_http_flowscale_find_deployment(u_char *project, u_char *name)
 {
     ngx_uint_t                        i;
@@ -1845,6 +1967,7 @@ ngx_http_flowscale_leader(ngx_event_t *ev)
     ngx_http_flowscale_runs_unlock(ds->zone);
 
     if (lead) {
+        ngx_http_flowscale_recover();
         ngx_http_flowscale_health_tick();
         ngx_http_flowscale_kick();
     }

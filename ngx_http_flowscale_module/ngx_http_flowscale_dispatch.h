@@ -64,6 +64,13 @@ ngx_int_t ngx_http_flowscale_dispatch_new(
     fs_file_t *files, size_t nfiles, ngx_http_flowscale_submitted_pt submitted,
     void *data, ngx_http_flowscale_job_t **job);
 void ngx_http_flowscale_dispatch_detach(ngx_http_flowscale_job_t *job);
+ngx_int_t ngx_http_flowscale_dispatch_attach(
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *backend);
+ngx_http_flowscale_loc_conf_t *ngx_http_flowscale_find_deployment(
+    u_char *project, u_char *name);
+
+/* recover.c: once per start, by the leader */
+void ngx_http_flowscale_recover(void);
 
 /* every link of this worker (ngx_http_flowscale_link_t *) */
 ngx_array_t *ngx_http_flowscale_dispatch_links(void);

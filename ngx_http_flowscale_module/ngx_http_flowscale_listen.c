@@ -432,8 +432,8 @@ ngx_http_flowscale_listen_read(void)
 
                 level = ls->failures ? NGX_LOG_NOTICE : NGX_LOG_INFO;
 
-                ngx_log_error(level, ls->log, 0, "flowscale: listening for API key "
-                              "changes; key cache flushed");
+                ngx_log_error(level, ls->log, 0, "flowscale: listening for "
+                              "API key changes; key cache flushed");
 
                 ls->failures = 0;
                 ngx_http_flowscale_auth_flush(ls->log);

@@ -141,6 +141,7 @@ typedef struct {
 
     ngx_uint_t                      generation; /* bumped on every reload */
 
+    ngx_uint_t                      recovered;  /* runs read back from PG */
     ngx_pid_t                       leader;     /* runs background work */
     ngx_msec_t                      leader_seen;
 

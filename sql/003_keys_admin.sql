@@ -72,7 +72,8 @@ AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM flowscale.projects WHERE name = p_project)
     THEN
-        RAISE EXCEPTION 'no project "%"; create it with flowscale.create_project', p_project;
+        RAISE EXCEPTION 'no project "%"; create it with '
+                        'flowscale.create_project', p_project;
     END IF;
 
     UPDATE flowscale.api_keys SET revoked_at = now()
@@ -101,7 +102,8 @@ BEGIN
     WHERE name = p_project;
 
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no project "%"; create it with flowscale.create_project', p_project;
+        RAISE EXCEPTION 'no project "%"; create it with '
+                        'flowscale.create_project', p_project;
     END IF;
 
     RETURN p_required;

@@ -129,7 +129,7 @@ GET /v1/x
         flowscale_backend comfyui;
     }
 --- request
-GET /v1/x/nothing-here
+GET /v1/x/runs/0193a4c2-0000-7000-8000-000000000000/nothing-here
 --- more_headers eval
 "X-API-Key: $ENV{TEST_NGINX_DEMO_KEY}"
 --- error_code: 404
@@ -147,7 +147,7 @@ GET /v1/x/nothing-here
         flowscale_backend comfyui;
     }
 --- request
-GET /v1/x/nothing-here
+GET /v1/x/runs/0193a4c2-0000-7000-8000-000000000000/nothing-here
 --- more_headers eval
 "Authorization: Bearer $ENV{TEST_NGINX_OTHER_KEY}"
 --- error_code: 403
@@ -165,7 +165,7 @@ GET /v1/x/nothing-here
         flowscale_backend comfyui;
     }
 --- request eval
-"GET /v1/x/nothing-here?api_key=$ENV{TEST_NGINX_DEMO_KEY}"
+"GET /v1/x/runs/0193a4c2-0000-7000-8000-000000000000/nothing-here?api_key=$ENV{TEST_NGINX_DEMO_KEY}"
 --- error_code: 401
 --- response_body_like: "type":"urn:flowscale:problem:key-in-query"
 
@@ -182,7 +182,7 @@ GET /v1/x/nothing-here
         flowscale_backend comfyui;
     }
 --- request
-GET /v1/x/nothing-here
+GET /v1/x/runs/0193a4c2-0000-7000-8000-000000000000/nothing-here
 --- error_code: 404
 
 
@@ -200,7 +200,7 @@ GET /v1/x/nothing-here
         flowscale_backend comfyui;
     }
 --- request
-GET /v1/x/nothing-here
+GET /v1/x/runs/0193a4c2-0000-7000-8000-000000000000/nothing-here
 --- more_headers
 X-API-Key: fs_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
 --- error_code: 503

@@ -30,9 +30,9 @@ my $WF = "$Root/conf/workflows";
 my $J = JSON::PP->new->utf8->canonical->allow_nonref;
 my $NO_RUN = '0193a4c2-0000-7000-8000-000000000000';    # never exists
 
-# The probe: a URI under L that needs a key and answers 404 without the
+# The probe: a run route that needs a key and answers 404 without the
 # database, so that what is measured is the key check alone.
-my $PROBE = '/nothing-here';
+my $PROBE = "/runs/$NO_RUN/nothing-here";
 
 postgres();
 simulator('sim1', step_time => 0.02);
@@ -151,6 +151,8 @@ subtest 'routes that need no key' => sub {
     isnt($res->{status}, 401, 'L/openapi.json needs no key');
     $res = $ng->get('/v1/txt2img/docs/');
     isnt($res->{status}, 401, 'L/docs/ needs no key');
+    $res = $ng->request('PUT', '/v1/txt2img');
+    is($res->{status}, 405, 'a method L does not have: 405, no key asked');
 };
 
 subtest 'missing key: 401 with WWW-Authenticate' => sub {
@@ -168,6 +170,8 @@ subtest 'missing key: 401 with WWW-Authenticate' => sub {
     is($res->{status}, 401, 'DELETE L/runs/ID without key');
     $res = $ng->get("/v1/txt2img/runs/$NO_RUN/events");
     is($res->{status}, 401, 'events without key');
+    $res = $ng->get("/v1/txt2img/runs");
+    is($res->{status}, 401, 'the run list without key');
     $res = $ng->get("/v1/txt2img/runs/$NO_RUN/outputs/result/0");
     is($res->{status}, 401, 'outputs without key');
 };
