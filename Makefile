@@ -18,7 +18,7 @@ FUZZ_TIME   ?= 60
 # Debian packages: what building, testing and `make run` need.
 APT_PACKAGES := gcc make perl nginx nginx-dev libjansson-dev libpq-dev \
     libssl-dev libcmocka-dev postgresql python3-aiohttp libtest-base-perl \
-    libwww-perl clang libclang-rt-14-dev valgrind curl procps
+    libwww-perl clang libclang-rt-14-dev valgrind curl procps wrk
 
 export TEST_NGINX_BINARY ?= /usr/sbin/nginx
 
@@ -107,6 +107,11 @@ test-asan: asan
 
 run: build
 	@bash conf/run.sh
+
+# run intake against plain nginx and PostgreSQL on loopback (bench/)
+.PHONY: bench
+bench: build
+	@bash bench/run-intake.sh
 
 clean:
 	rm -rf $(BUILD) t/servroot

@@ -103,7 +103,10 @@ psql_fs() {  # DB SQL [USER]
 # ------------------------------------------------------------ fixtures
 
 say "PostgreSQL on 127.0.0.1:$pg_port"
-"$top/t/bin/pg-cluster" start "$work/pg" "$pg_port" >/dev/null
+"$top/t/bin/pg-cluster" start "$work/pg" "$pg_port" >"$work/pg-cluster.log" 2>&1 ||
+    { cat "$work/pg-cluster.log" >&2; die "PostgreSQL did not start"; }
+psql_fs flowscale "SELECT flowscale.create_project('bench')" >/dev/null
+key=$(psql_fs flowscale "SELECT flowscale.create_api_key('bench', 'bench')")
 # pgbench writes into a copy of the schema, so its rows never meet the
 # module's queue (made now: CREATE DATABASE needs the template unused)
 psql_fs postgres \
@@ -161,6 +164,7 @@ http {
 
     server {
         listen 127.0.0.1:$front;
+        flowscale_project bench;
 
         # a text-to-image graph with prompt building and four outputs
         location /v1/bench30 {
@@ -186,6 +190,7 @@ http {
             flowscale_output     thumbnail 30 label="Thumbnail";
             flowscale_backend    comfyui;
             flowscale_backend_depth $depth;
+            flowscale_queue_size 1000000;
         }
 
         # the baseline: plain nginx proxying the same body to a stub
@@ -226,8 +231,16 @@ body=$bench/workflows/bench30.request.json
 
 # ------------------------------------------------- one run, the baselines
 
+auth="Authorization: Bearer $key"
+
+# the deployment is ready once a backend showed it has every node class
+for _ in $(seq 100); do
+    curl -sS "$base/v1/bench30" 2>/dev/null | grep -q '"state": *"ready"' && break
+    sleep 0.1
+done
 status=$(curl -sS -o "$work/post.body" -D "$work/post.head" -w '%{http_code}' \
-              -H 'Content-Type: application/json' --data-binary @"$body" \
+              -H "$auth" -H 'Content-Type: application/json' \
+              --data-binary @"$body" \
               "$base/v1/bench30")
 [ "$status" = 202 ] ||
     { cat "$work/post.body" >&2; die "POST /v1/bench30 answered $status, not 202"; }
@@ -266,8 +279,9 @@ done
 cmp -s "$work/static" "$work/descriptor" ||
     die "the return 200 baseline does not answer the descriptor's bytes"
 sleep 0.5   # old workers finish
-[ "$(curl -sS -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
-      --data-binary @"$body" "$base/proxy")" = 202 ] ||
+[ "$(curl -sS -o /dev/null -w '%{http_code}' -H "$auth" \
+      -H 'Content-Type: application/json' --data-binary @"$body" \
+      "$base/proxy")" = 202 ] ||
     die "the proxy baseline does not answer 202"
 
 # the row that POST L wrote, for pgbench
@@ -322,7 +336,8 @@ cpu_delta() {  # NAME BEFORE AFTER: ticks spent in between, into NAME.kv
 wrk_run() {
     local name=$1 d=$2 c=$3 path=$4 b=$5 rate=${6:-} c0 c1
     c0=$(cpu_snap)
-    wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s "$bench/wrk/intake.lua" \
+    wrk -t1 -c"$c" -d"${d}s" --timeout 10s -H "$auth" \
+        -s "$bench/wrk/intake.lua" \
         "$base$path" -- "$b" $rate >"$work/$name.wrk" 2>&1 ||
         { cat "$work/$name.wrk" >&2; die "wrk $name failed"; }
     c1=$(cpu_snap)

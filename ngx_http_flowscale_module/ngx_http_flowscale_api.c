@@ -117,6 +117,18 @@ ngx_http_flowscale_handler(ngx_http_request_t *r)
         return ngx_http_flowscale_not_allowed(r, "GET, HEAD, POST");
     }
 
+    if ((rest.len == sizeof("/runs") - 1 || rest.len == sizeof("/runs/") - 1)
+        && ngx_strncmp(rest.data, "/runs", sizeof("/runs") - 1) == 0)
+    {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_flowscale_not_allowed(r, "GET, HEAD");
+        }
+
+        ngx_http_discard_request_body(r);
+
+        return ngx_http_flowscale_list(r, flcf);
+    }
+
     if (rest.len > sizeof("/runs/") - 1
         && ngx_strncmp(rest.data, "/runs/", sizeof("/runs/") - 1) == 0)
     {

@@ -141,6 +141,8 @@ ngx_int_t ngx_http_flowscale_render_run(ngx_http_request_t *r,
 ngx_int_t ngx_http_flowscale_public_event_output(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
     ngx_str_t *in, ngx_str_t *out);
+ngx_int_t ngx_http_flowscale_list(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf);
 ngx_int_t ngx_http_flowscale_cancel(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_int_t ngx_http_flowscale_events(ngx_http_request_t *r,

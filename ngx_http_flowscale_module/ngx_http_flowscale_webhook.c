@@ -108,7 +108,10 @@ typedef struct {
     u_char                              error[NGX_HTTP_FLOWSCALE_WEBHOOK_ERRLEN];
     size_t                              error_len;
 
+    ngx_uint_t                          secret_how;
+
     unsigned                            connected:1;
+    unsigned                            waiting:1;   /* for the secret */
 } ngx_http_flowscale_webhook_t;
 
 
@@ -129,6 +132,7 @@ static void ngx_http_flowscale_webhook_fetch_secret(
     ngx_http_flowscale_webhook_t *wh);
 static void ngx_http_flowscale_webhook_secret_done(void *data, PGresult *res,
     const char *error);
+static void ngx_http_flowscale_webhook_secret_next(ngx_event_t *ev);
 static void ngx_http_flowscale_webhook_attempt(
     ngx_http_flowscale_webhook_t *wh);
 static ngx_int_t ngx_http_flowscale_webhook_request(
@@ -226,6 +230,11 @@ ngx_http_flowscale_webhook_allow(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         ngx_memzero(a, sizeof(ngx_http_flowscale_webhook_allow_t));
+
+        if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
+            /* "off" stands alone */
+            goto invalid;
+        }
 
         if (v.len == 1 && v.data[0] == '*') {
             a->type = NGX_HTTP_FLOWSCALE_WEBHOOK_ANY;
@@ -1155,8 +1164,9 @@ failed:
 static void
 ngx_http_flowscale_webhook_fetch_secret(ngx_http_flowscale_webhook_t *wh)
 {
-    int          lengths[2];
-    const char  *params[2];
+    int                             lengths[2];
+    const char                     *params[2];
+    ngx_http_flowscale_pg_query_t  *q;
 
     params[0] = (const char *) wh->run_id.data;
     lengths[0] = (int) wh->run_id.len;
@@ -1164,19 +1174,29 @@ ngx_http_flowscale_webhook_fetch_secret(ngx_http_flowscale_webhook_t *wh)
     lengths[1] = (int) wh->project.len;
 
     wh->log.action = "reading the webhook secret";
+    wh->waiting = 1;
 
-    wh->query = ngx_http_flowscale_pg_query(
-                    "SELECT flowscale.webhook_start($1, $2)", 2, params,
-                    lengths, ngx_http_flowscale_webhook_secret_done, wh,
-                    &wh->log);
+    /* the answer may come inside the call: secret_done then runs there */
+    q = ngx_http_flowscale_pg_query("SELECT flowscale.webhook_start($1, $2)",
+                                    2, params, lengths,
+                                    ngx_http_flowscale_webhook_secret_done,
+                                    wh, &wh->log);
 
-    if (wh->query == NULL) {
+    if (q == NULL) {
+        wh->waiting = 0;
         wh->attempt++;
         ngx_http_flowscale_webhook_fail(wh, NGX_HTTP_FLOWSCALE_WEBHOOK_RETRY,
                                         "database unavailable");
+        return;
+    }
+
+    if (wh->waiting) {
+        wh->query = q;
     }
 }
 
+
+/* takes the secret; the delivery goes on from the event loop */
 
 static void
 ngx_http_flowscale_webhook_secret_done(void *data, PGresult *res,
@@ -1189,14 +1209,20 @@ ngx_http_flowscale_webhook_secret_done(void *data, PGresult *res,
     ngx_str_t   src, dst;
 
     wh->query = NULL;
+    wh->waiting = 0;
+    wh->secret_how = NGX_HTTP_FLOWSCALE_WEBHOOK_RETRY;
+
+    wh->timer.handler = ngx_http_flowscale_webhook_secret_next;
+    wh->timer.cancelable = 0;
+    ngx_add_timer(&wh->timer, 0);
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
         || PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
     {
-        wh->attempt++;
-        ngx_http_flowscale_webhook_fail(wh, NGX_HTTP_FLOWSCALE_WEBHOOK_RETRY,
-                                   "cannot read the webhook secret: %s",
-                                   res ? PQresultErrorMessage(res) : error);
+        wh->error_len = ngx_snprintf(wh->error, sizeof(wh->error),
+                                     "cannot read the webhook secret: %s",
+                                     res ? PQresultErrorMessage(res) : error)
+                        - wh->error;
         return;
     }
 
@@ -1215,22 +1241,34 @@ ngx_http_flowscale_webhook_secret_done(void *data, PGresult *res,
 
     dst.data = ngx_pnalloc(wh->pool, ngx_base64_decoded_length(len));
     if (dst.data == NULL) {
-        wh->attempt++;
-        ngx_http_flowscale_webhook_fail(wh, NGX_HTTP_FLOWSCALE_WEBHOOK_RETRY,
-                                        "out of memory");
+        wh->error_len = ngx_snprintf(wh->error, sizeof(wh->error),
+                                     "out of memory") - wh->error;
         return;
     }
 
     if (ngx_decode_base64(&dst, &src) != NGX_OK || dst.len == 0) {
-        wh->attempt++;
-        ngx_http_flowscale_webhook_fail(wh, NGX_HTTP_FLOWSCALE_WEBHOOK_GIVE_UP,
-                                        "the project's webhook secret is not "
-                                        "\"whsec_\" and base64");
+        wh->secret_how = NGX_HTTP_FLOWSCALE_WEBHOOK_GIVE_UP;
+        wh->error_len = ngx_snprintf(wh->error, sizeof(wh->error),
+                                     "the project's webhook secret is not "
+                                     "\"whsec_\" and base64") - wh->error;
         return;
     }
 
     wh->key = dst.data;
     wh->key_len = dst.len;
+}
+
+
+static void
+ngx_http_flowscale_webhook_secret_next(ngx_event_t *ev)
+{
+    ngx_http_flowscale_webhook_t *wh = ev->data;
+
+    if (wh->key == NULL) {
+        wh->attempt++;
+        ngx_http_flowscale_webhook_finish(wh, 0, wh->secret_how);
+        return;
+    }
 
     ngx_http_flowscale_webhook_attempt(wh);
 }
@@ -1412,7 +1450,7 @@ ngx_http_flowscale_webhook_resolved(ngx_resolver_ctx_t *ctx)
     u_char                 text[NGX_SOCKADDR_STRLEN];
     ngx_int_t              match;
     ngx_str_t              refused;
-    ngx_uint_t             i;
+    ngx_uint_t             i, naddrs;
     socklen_t              len;
     const char            *special, *why;
     struct sockaddr       *sa;
@@ -1463,10 +1501,12 @@ ngx_http_flowscale_webhook_resolved(ngx_resolver_ctx_t *ctx)
         }
     }
 
+    naddrs = ctx->naddrs;
+
     wh->resolving = NULL;
     ngx_resolve_name_done(ctx);
 
-    if (sa == NULL && i < ctx->naddrs) {
+    if (sa == NULL && i < naddrs) {
         ngx_http_flowscale_webhook_fail(wh, NGX_HTTP_FLOWSCALE_WEBHOOK_RETRY,
                                         "out of memory");
         return;

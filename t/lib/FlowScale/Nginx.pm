@@ -590,6 +590,10 @@ port, and C<$TEST_NGINX_*> are taken from the environment.
 
 C<TEST_NGINX_USE_VALGRIND> runs nginx under valgrind memcheck with master
 off and one worker process; a non-empty valgrind report fails C<stop()>.
+C<FLOWSCALE_NGINX_MAIN> adds main-context lines, for debugging (for example
+C<worker_rlimit_core 2g; working_directory /tmp;> to get core dumps).  The
+server root is removed after a clean C<stop()>, and kept (its path printed)
+after a failure or with C<FLOWSCALE_TEST_KEEP=1>.
 
 =head1 METHODS
 
