@@ -89,7 +89,16 @@ FlowScale is up on http://localhost:$port
       curl http://localhost:$port/v1/invert
       curl http://localhost:$port/v1/caption
 
-  Not in this build yet: runs (POST), API docs and the app page.
+  Run the text-to-image demo and wait for its result:
+      curl -X POST http://localhost:$port/v1/txt2img \\
+           -H 'Authorization: Bearer $key' \\
+           -H 'Content-Type: application/json' -H 'Prefer: wait=30' \\
+           -d '{"inputs": {"prompt": "a red fox"}}'
+
+  Then: GET the run's outputs[...].url (with the same key) for the PNG, or
+  GET /v1/txt2img/runs/ID/events for live progress.
+
+  Not in this build yet: API docs and the app page.
   Logs: $run/nginx/logs/error.log   Ctrl-C stops everything.
 MSG
 

@@ -56,8 +56,10 @@ sub new {
         server   => $opt{server},
         main     => $opt{main} // '',
         events   => $opt{events} // '',
+        # under valgrind: one worker, but the master stays (valgrind follows
+        # fork), since nginx cannot reload with master_process off
         workers  => $valgrind ? 1 : ($opt{workers} // 2),
-        master   => $valgrind ? 0 : 1,
+        master   => 1,
         valgrind => $valgrind,
         level    => $opt{debug} ? 'debug' : ($opt{log_level} // 'info'),
         port     => $opt{port} // FlowScale::Fixture::free_port(),
@@ -77,7 +79,7 @@ sub new {
     $self->{error_log} = "$self->{dir}/logs/error.log";
     $self->{pid_file} = "$self->{dir}/logs/nginx.pid";
     $self->{stderr} = "$self->{dir}/logs/stderr.log";
-    $self->{valgrind_log} = "$self->{dir}/logs/valgrind.log";
+    $self->{valgrind_log} = "$self->{dir}/logs/valgrind.%p.log";
 
     $self->_write_files;
     $self->_write_config;
@@ -195,8 +197,9 @@ sub _valgrind_cmd {
     my $v = $self->{valgrind};
     my @pre = ('valgrind', '-q', "--log-file=$self->{valgrind_log}");
     if ($v =~ /^\d+$/) {
-        push @pre, qw(--tool=memcheck --leak-check=full --show-possibly-lost=no
-                      --num-callers=50);
+        # workers exit without freeing their cycle: leaks are not checked,
+        # memory errors (invalid reads/writes, uninitialised values) are
+        push @pre, qw(--tool=memcheck --leak-check=no --num-callers=50);
         for my $supp ("$Root/t/valgrind.suppress", "$Root/valgrind.suppress") {
             if (-f $supp) { push @pre, "--suppressions=$supp"; last }
         }
@@ -249,7 +252,7 @@ sub start {
             delete $live{"$self"};
             croak "nginx exited at startup (status $?):\n"
                   . _tail($self->{stderr}, 20) . _tail($self->{error_log}, 30)
-                  . _tail($self->{valgrind_log}, 40);
+                  . join('', map { _tail($_, 40) } $self->_valgrind_logs);
         }
         last if $self->_answers;
         if (Time::HiRes::time() > $deadline) {
@@ -278,6 +281,11 @@ sub _answers {
 }
 
 sub pid { $_[0]{pid} }
+
+sub _valgrind_logs {
+    my ($self) = @_;
+    return grep { -s } glob "$self->{dir}/logs/valgrind.*.log";
+}
 
 # the worker processes of the master now
 sub workers {
@@ -379,7 +387,7 @@ sub bad_log_lines {
     my ($self) = @_;
     my @bad;
     my @allow = @{ $self->{allow} };
-    for my $file ($self->{error_log}, $self->{stderr}, $self->{valgrind_log}) {
+    for my $file ($self->{error_log}, $self->{stderr}, $self->_valgrind_logs) {
         next unless -s $file;
         open my $in, '<', $file or next;
         while (my $l = <$in>) {
@@ -398,8 +406,8 @@ sub check_logs {
     my $ok = Test::More::ok(!@bad, "$self->{name}: no alert, crit, emerg, crash or "
                           . "memory error in the logs")
         or Test::More::diag(join '', @bad[0 .. ($#bad < 30 ? $#bad : 29)]);
-    if ($self->{valgrind} && -s $self->{valgrind_log}) {
-        my $report = _read_from($self->{valgrind_log}, 0);
+    for my $log ($self->_valgrind_logs) {
+        my $report = _read_from($log, 0);
         if ($report =~ /\S/) {
             Test::More::fail("$self->{name}: valgrind reported errors");
             Test::More::diag($report);
@@ -588,8 +596,12 @@ of bad-looking lines that are expected), C<timeout> (HTTP, default 30 s),
 C<no_start>.  In the texts C<@PORT@> and C<$TEST_NGINX_SERVER_PORT> are the
 port, and C<$TEST_NGINX_*> are taken from the environment.
 
-C<TEST_NGINX_USE_VALGRIND> runs nginx under valgrind memcheck with master
-off and one worker process; a non-empty valgrind report fails C<stop()>.
+C<TEST_NGINX_USE_VALGRIND> runs nginx under valgrind memcheck (a number:
+the default options; else the options themselves) with one worker process;
+the master stays on, since nginx cannot reload with C<master_process off>,
+and valgrind follows its fork (one F<logs/valgrind.PID.log> each).  Leaks
+are not checked (workers exit without freeing their cycle); any other
+valgrind report fails C<stop()>.
 C<FLOWSCALE_NGINX_MAIN> adds main-context lines, for debugging (for example
 C<worker_rlimit_core 2g; working_directory /tmp;> to get core dumps).  The
 server root is removed after a clean C<stop()>, and kept (its path printed)
