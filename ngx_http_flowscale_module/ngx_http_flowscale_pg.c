@@ -67,6 +67,7 @@ typedef struct {
 static ngx_int_t ngx_http_flowscale_check_conninfo(ngx_conf_t *cf,
     ngx_str_t *conninfo);
 static ngx_int_t ngx_http_flowscale_pg_start(void);
+static void ngx_http_flowscale_pg_kicked(ngx_event_t *ev);
 static ngx_int_t ngx_http_flowscale_pg_connect(
     ngx_http_flowscale_pg_conn_t *pc);
 static ngx_int_t ngx_http_flowscale_pg_wrap(ngx_http_flowscale_pg_conn_t *pc);
@@ -92,6 +93,14 @@ static void ngx_http_flowscale_pg_complete(ngx_http_flowscale_pg_query_t *q,
 
 
 static ngx_http_flowscale_pg_pool_t  ngx_http_flowscale_pg_pool;
+
+/*
+ * New queries start from a posted event, never inside
+ * ngx_http_flowscale_pg_query(): a reply may be read at once, and its
+ * handler must not run before the caller has its query.
+ */
+static ngx_event_t                   ngx_http_flowscale_pg_kick;
+static ngx_connection_t              ngx_http_flowscale_pg_dummy = { .fd = -1 };
 
 
 /* flowscale_database "CONNINFO" [pool=N]; */
@@ -243,6 +252,10 @@ ngx_http_flowscale_pg_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_flowscale_pg_kick.handler = ngx_http_flowscale_pg_kicked;
+    ngx_http_flowscale_pg_kick.data = &ngx_http_flowscale_pg_dummy;
+    ngx_http_flowscale_pg_kick.log = cycle->log;
+
     pool->conninfo = (char *) fmcf->db->conninfo.data;
     pool->nconns = fmcf->db->pool_size;
     pool->conns = ngx_pcalloc(cycle->pool, pool->nconns
@@ -348,10 +361,8 @@ ngx_http_flowscale_pg_query(const char *sql, int nparams,
     ngx_queue_insert_tail(&pool->waiting, &q->queue);
     pool->nwaiting++;
 
-    if (ngx_http_flowscale_pg_start() != NGX_OK) {
-        ngx_queue_remove(&q->queue);
-        pool->nwaiting--;
-        goto failed;
+    if (!ngx_http_flowscale_pg_kick.posted) {
+        ngx_post_event(&ngx_http_flowscale_pg_kick, &ngx_posted_events);
     }
 
     return q;
@@ -378,6 +389,39 @@ ngx_http_flowscale_pg_cancel(ngx_http_flowscale_pg_query_t *q)
 
     /* on a connection: the result is read and dropped */
     q->canceled = 1;
+}
+
+
+/* the queries queued since the last turn of the event loop */
+
+static void
+ngx_http_flowscale_pg_kicked(ngx_event_t *ev)
+{
+    ngx_uint_t                     n;
+    ngx_queue_t                   *qn;
+    ngx_http_flowscale_pg_pool_t  *pool = &ngx_http_flowscale_pg_pool;
+
+    /* as many starts as queries, each one taking a connection or not */
+    for (n = pool->nwaiting; n && !ngx_queue_empty(&pool->waiting); n--) {
+
+        if (ngx_http_flowscale_pg_start() == NGX_OK) {
+            continue;
+        }
+
+        /* no connection can be started: the database is out of reach */
+        while (!ngx_queue_empty(&pool->waiting)) {
+            qn = ngx_queue_head(&pool->waiting);
+            ngx_queue_remove(qn);
+            qn->next = NULL;
+            pool->nwaiting--;
+
+            ngx_http_flowscale_pg_complete(
+                ngx_queue_data(qn, ngx_http_flowscale_pg_query_t, queue),
+                NULL, "the database is unavailable");
+        }
+
+        return;
+    }
 }
 
 

@@ -374,13 +374,14 @@ subtest 'the database goes away and comes back' => sub {
     # the LISTEN connections are back (each flushed the cache when it
     # came back): revocation is immediate again
     my $deadline = time + 10;
+    my $workers = () = $ng->workers;      # 1 under valgrind
     my $back = 0;
     while (time < $deadline) {
         $back = () = $ng->error_log($mark) =~ /listening for API key changes/g;
-        last if $back >= 2;
+        last if $back >= $workers;
         sleep 0.05;
     }
-    is($back, 2, 'both workers listen again');
+    is($back, $workers, 'every worker listens again');
     is(all_workers_say($path, \%h), '404 x20', 'the old key is cached again');
     psql("select flowscale.revoke_api_key('" . key_id($cached) . "')");
     ($took) = until_status($path, \%h, 403, 2);
