@@ -324,11 +324,13 @@ cpu_snap() {
          "all=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)"
 }
 
-# CPU ticks of this shell's finished children (the load generator)
-gen_ticks() {
+# cpu_mark: cpu_snap plus the CPU ticks of this shell's finished children
+# (the load generator) into $mark; `times` must run in this shell itself
+cpu_mark() {
     times >"$work/times"
-    sed -n 2p "$work/times" | tr 'ms' '  ' |
-        awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($1 * 60 + $2 + $3 * 60 + $4) * hz }'
+    mark="$(cpu_snap) gen=$(sed -n 2p "$work/times" | tr 'ms' '  ' |
+        awk -v hz="$(getconf CLK_TCK)" \
+            '{ printf "%d", ($1 * 60 + $2 + $3 * 60 + $4) * hz }')"
 }
 
 cpu_delta() {  # NAME BEFORE AFTER: ticks spent in between, into NAME.kv
@@ -341,13 +343,13 @@ cpu_delta() {  # NAME BEFORE AFTER: ticks spent in between, into NAME.kv
 
 # wrk_run NAME DURATION CONNS PATH BODY|- [RATE_PER_CONN]
 wrk_run() {
-    local name=$1 d=$2 c=$3 path=$4 b=$5 rate=${6:-} c0 c1
-    c0="$(cpu_snap) gen=$(gen_ticks)"
+    local name=$1 d=$2 c=$3 path=$4 b=$5 rate=${6:-} c0 c1 mark
+    cpu_mark; c0=$mark
     wrk -t1 -c"$c" -d"${d}s" --timeout 10s -H "$auth" \
         -s "$bench/wrk/intake.lua" \
         "$base$path" -- "$b" $rate >"$work/$name.wrk" 2>&1 ||
         { cat "$work/$name.wrk" >&2; die "wrk $name failed"; }
-    c1="$(cpu_snap) gen=$(gen_ticks)"
+    cpu_mark; c1=$mark
     grep '^WRK ' "$work/$name.wrk" | tail -n 1 | tr ' ' '\n' | grep = \
         >"$work/$name.kv"
     cpu_delta "$name" "$c0" "$c1"
@@ -400,7 +402,7 @@ say "peak, $conns connections, ${secs}s: proxy_pass"
 wrk_run proxy "$secs" "$conns" /proxy "$body"
 
 say "peak, $conns clients, ${secs}s: pgbench accept_run"
-c0="$(cpu_snap) gen=$(gen_ticks)"
+cpu_mark; c0=$mark
 "$pgbin/pgbench" -n -M extended -c "$conns" -j 1 -T "$secs" \
     -f "$work/accept_run.sql" \
     -D project="$r_project" -D deployment="$r_deployment" \
@@ -408,7 +410,7 @@ c0="$(cpu_snap) gen=$(gen_ticks)"
     -h 127.0.0.1 -p "$pg_port" -U flowscale flowscale_pgbench \
     >"$work/pgbench.out" 2>&1 ||
     { cat "$work/pgbench.out" >&2; die "pgbench failed"; }
-c1="$(cpu_snap) gen=$(gen_ticks)"
+cpu_mark; c1=$mark
 echo "duration_us=$((secs * 1000000))" >"$work/pgbench.kv"
 cpu_delta pgbench "$c0" "$c1"
 pg_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' \
@@ -428,9 +430,9 @@ queued=$(psql_fs flowscale \
 
 # what the backlog costs with no requests: backend events, the leader
 say "idle with the backlog, 3 s"
-c0="$(cpu_snap) gen=$(gen_ticks)"
+cpu_mark; c0=$mark
 sleep 3
-c1="$(cpu_snap) gen=$(gen_ticks)"
+cpu_mark; c1=$mark
 echo "duration_us=3000000" >"$work/idle.kv"
 cpu_delta idle "$c0" "$c1"
 
@@ -505,9 +507,9 @@ echo "runs at the end                       $rows2 in PostgreSQL, $queued2 queue
 echo "nginx error log                       $alerts alert/crit/emerg, $errs error," \
      "$crashes worker crashes"
 echo
-echo "CPUs busy (of $(nproc))      nginx  PostgreSQL  simulators  wrk/pgbench  other processes"
+echo "CPUs busy (of $(nproc))        nginx  PostgreSQL  simulators  wrk/pgbench  other processes"
 for n in proxy pgbench post idle half-post; do
-    printf '%-26s %6s %11s %11s %12s %16s\n' "$n" "$(cores $n ngx)" "$(cores $n pg)" \
+    printf '%-26s %7s %11s %11s %12s %16s\n' "$n" "$(cores $n ngx)" "$(cores $n pg)" \
         "$(cores $n sim)" "$(cores $n gen)" "$(other_cores $n)"
 done
 if [ "$alerts" != 0 ] || [ "$errs" != 0 ]; then

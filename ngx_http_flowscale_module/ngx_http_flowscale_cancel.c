@@ -181,6 +181,7 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
     ngx_http_flowscale_cancel_ctx_t *ctx = data;
 
     ngx_int_t                   rc;
+    ngx_uint_t                  ended;
     ngx_http_request_t         *r;
     ngx_http_flowscale_run_t   *run;
     ngx_http_flowscale_zone_t  *z;
@@ -203,8 +204,11 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
 
     run = ngx_http_flowscale_runs_find(z, ctx->id.data, ctx->id.len);
 
+    ended = 0;
+
     if (run && run->pending) {
         ngx_http_flowscale_runs_finish(z, run, NGX_HTTP_FLOWSCALE_CANCELED);
+        ended = 1;
 
     } else if (run && run->status < NGX_HTTP_FLOWSCALE_SUCCEEDED) {
         /* a worker took it meanwhile: it finds no queued row and stops */
@@ -213,6 +217,10 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
     }
 
     ngx_http_flowscale_runs_unlock(z);
+
+    if (ended) {
+        ngx_http_flowscale_run_ended(ctx->flcf, &ctx->id);
+    }
 
     rc = ngx_http_flowscale_wait(r, &ctx->id, NGX_HTTP_FLOWSCALE_CANCEL_WAIT);
 

@@ -22,6 +22,8 @@
 #include "ngx_http_flowscale_form.h"
 #include "ngx_http_flowscale_inputs.h"
 #include "ngx_http_flowscale_dispatch.h"
+#include "ngx_http_flowscale_auth.h"
+#include "ngx_http_flowscale_webhook.h"
 
 
 typedef enum {
@@ -51,7 +53,42 @@ typedef struct {
     ngx_str_t                       idempotency_key;
     u_char                          request_hash[65];
     ngx_str_t                       webhook;
+
+    ngx_str_t                      *key;        /* NULL: a public API */
+    unsigned                        key_counted:1;
 } ngx_http_flowscale_create_ctx_t;
+
+
+/*
+ * What a committed run needs to reach the zone and a backend, whether the
+ * client is still there or not.
+ */
+typedef struct {
+    ngx_http_flowscale_loc_conf_t  *flcf;
+    ngx_str_t                      *id;
+    json_t                         *values;
+    json_t                         *prompt;
+    fs_file_t                     **files;      /* taken by a backend */
+    size_t                         *nfiles;
+    ngx_str_t                      *key;
+    ngx_uint_t                      key_counted;
+    ngx_str_t                      *webhook;
+} ngx_http_flowscale_admission_t;
+
+
+/* a copy of the request's run that outlives a client that went away */
+typedef struct {
+    ngx_http_flowscale_loc_conf_t  *flcf;
+    ngx_str_t                       id;
+    json_t                         *values;
+    json_t                         *prompt;
+    fs_file_t                      *files;
+    size_t                          nfiles;
+    ngx_str_t                       key;
+    ngx_uint_t                      key_counted;
+    ngx_str_t                       webhook;
+    u_char                          data[1];    /* id, key, webhook */
+} ngx_http_flowscale_orphan_t;
 
 
 static void ngx_http_flowscale_create_body(ngx_http_request_t *r);
@@ -70,6 +107,13 @@ static void ngx_http_flowscale_submitted(void *data, ngx_int_t rc,
 static void ngx_http_flowscale_create_respond(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx);
 static void ngx_http_flowscale_create_cleanup(void *data);
+static ngx_int_t ngx_http_flowscale_admit(ngx_http_flowscale_admission_t *a,
+    ngx_http_flowscale_submitted_pt submitted, void *data,
+    ngx_http_flowscale_job_t **job);
+static void ngx_http_flowscale_orphan(ngx_http_flowscale_create_ctx_t *ctx);
+static void ngx_http_flowscale_orphan_accepted(void *data, PGresult *res,
+    const char *error);
+static void ngx_http_flowscale_key_end(ngx_str_t *key, ngx_uint_t counted);
 static uint64_t ngx_http_flowscale_rng(void *data);
 static ngx_int_t ngx_http_flowscale_uuid7(ngx_pool_t *pool, ngx_str_t *id);
 static ngx_msec_t ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
@@ -226,9 +270,31 @@ ngx_http_flowscale_create_body(ngx_http_request_t *r)
         return;
     }
 
+    /* flowscale_key_concurrency: counted until the run ends */
+    ctx->key = ngx_http_flowscale_auth_key_id(r);
+
+    if (ctx->key && ctx->flcf->key_concurrency) {
+        rc = ngx_http_flowscale_key_run_start(ctx->key,
+                                              ctx->flcf->key_concurrency);
+        if (rc == NGX_BUSY) {
+            ngx_http_finalize_request(r,
+                ngx_http_flowscale_key_limited(r, ctx->flcf->key_concurrency));
+            return;
+        }
+
+        if (rc != NGX_OK) {
+            ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
+            return;
+        }
+
+        ctx->key_counted = 1;
+    }
+
     rc = ngx_http_flowscale_accept(r, ctx);
 
     if (rc != NGX_OK) {
+        ngx_http_flowscale_key_end(ctx->key, ctx->key_counted);
+        ctx->key_counted = 0;
         ngx_http_finalize_request(r, rc);
         return;
     }
@@ -301,6 +367,7 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
 {
     int          rc, form;
     char         err[256], *type;
+    const char  *why;
     json_t      *given, *errors;
     size_t       nparts, nfiles;
     fs_part_t   *parts;
@@ -387,6 +454,21 @@ ngx_http_flowscale_create_parse(ngx_http_request_t *r,
 
     json_decref(given);
     fs_parts_free(parts, nparts);
+
+    why = ctx->webhook.len
+          ? ngx_http_flowscale_webhook_check(ctx->flcf, &ctx->webhook) : NULL;
+
+    if (why) {
+        if (errors == NULL) {
+            errors = json_array();
+        }
+
+        json_array_append_new(errors, json_pack("{s:s, s:s, s:s}",
+                                                "input", "webhook",
+                                                "code", "webhook",
+                                                "message", why));
+        rc = -1;
+    }
 
     if (rc != 0 && errors == NULL) {
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;           /* ENOMEM */
@@ -506,6 +588,7 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
 {
     size_t                          i;
     char                           *inputs, *prompt, *files, prefix[64];
+    char                           *key;
     json_t                         *list;
     ngx_str_t                       src, dst;
     const char                     *params[11];
@@ -556,6 +639,18 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
                               "data", (char *) dst.data));
     }
 
+    key = NULL;
+
+    if (ctx->key) {
+        key = ngx_pnalloc(r->pool, ctx->key->len + 1);
+        if (key == NULL) {
+            json_decref(list);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_cpystrn((u_char *) key, ctx->key->data, ctx->key->len + 1);
+    }
+
     inputs = json_dumps(ctx->values, JSON_COMPACT);
     prompt = json_dumps(ctx->prompt, JSON_COMPACT);
     files = json_dumps(list, JSON_COMPACT);
@@ -565,7 +660,7 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     params[1] = (char *) flcf->project.data;
     params[2] = (char *) flcf->name.data;
     params[3] = d->version;
-    params[4] = NULL;                           /* key id: API keys */
+    params[4] = key;
     params[5] = inputs;
     params[6] = prompt;
     params[7] = files;
@@ -614,20 +709,27 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
 {
     ngx_http_flowscale_create_ctx_t *ctx = data;
 
-    char                            *inputs, *state;
+    char                            *state;
     ngx_int_t                        rc;
-    ngx_str_t                        json;
     ngx_http_request_t              *r;
-    ngx_http_flowscale_zone_t       *z;
-    ngx_http_flowscale_run_t        *run;
+    ngx_http_flowscale_admission_t   a;
 
     r = ctx->request;
     ctx->query = NULL;
 
     state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQntuples(res) != 1 || PQgetvalue(res, 0, 1)[0] == 'f')
+    {
+        /* not created: no run counts against the key */
+        ngx_http_flowscale_key_end(ctx->key, ctx->key_counted);
+        ctx->key_counted = 0;
+    }
+
+    r->main->count--;
+
     if (state && ngx_strcmp(state, "FS422") == 0) {
-        r->main->count--;
         ngx_http_finalize_request(r,
             ngx_http_flowscale_problem(r, NGX_HTTP_FLOWSCALE_UNPROCESSABLE,
                 "idempotency-key-reused", "Idempotency-Key reused",
@@ -643,7 +745,6 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
                       "flowscale: run not accepted: %s",
                       res ? PQresultErrorMessage(res) : error);
 
-        r->main->count--;
         ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
         return;
     }
@@ -653,64 +754,212 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
         ngx_memcpy(ctx->id.data, PQgetvalue(res, 0, 0),
                    NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
 
-        r->main->count--;
         ngx_http_flowscale_create_respond(r, ctx);
         return;
     }
 
     /* committed: from here on the run exists, whatever happens */
 
-    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
-    inputs = json_dumps(ctx->values, JSON_COMPACT);
+    a.flcf = ctx->flcf;
+    a.id = &ctx->id;
+    a.values = ctx->values;
+    a.prompt = ctx->prompt;
+    a.files = &ctx->files;
+    a.nfiles = &ctx->nfiles;
+    a.key = ctx->key;
+    a.key_counted = ctx->key_counted;
+    a.webhook = &ctx->webhook;
 
-    ngx_http_flowscale_runs_lock(z);
+    ctx->key_counted = 0;
+
+    rc = ngx_http_flowscale_admit(&a, ngx_http_flowscale_submitted, ctx,
+                                  &ctx->job);
+
+    if (rc == NGX_AGAIN) {
+        /* a backend took it: the answer waits for ComfyUI's */
+        r->main->count++;
+        return;
+    }
+
+    /* queued at the gateway */
+    ngx_http_flowscale_create_respond(r, ctx);
+}
+
+
+/*
+ * A committed run goes into the zone (with its key and webhook) and to a
+ * backend with room, or into the gateway queue.  NGX_AGAIN: a backend
+ * took it, and submitted() will tell (the job took the files).
+ */
+
+static ngx_int_t
+ngx_http_flowscale_admit(ngx_http_flowscale_admission_t *a,
+    ngx_http_flowscale_submitted_pt submitted, void *data,
+    ngx_http_flowscale_job_t **job)
+{
+    char                       *inputs;
+    ngx_int_t                   rc;
+    ngx_str_t                   json;
+    ngx_http_flowscale_zone_t  *z;
+    ngx_http_flowscale_run_t   *run;
+
+    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+    inputs = json_dumps(a->values, JSON_COMPACT);
 
     json.data = (u_char *) inputs;
     json.len = inputs ? ngx_strlen(inputs) : 0;
 
-    run = inputs ? ngx_http_flowscale_runs_insert(z, &ctx->id, &json) : NULL;
+    ngx_http_flowscale_runs_lock(z);
+
+    run = inputs ? ngx_http_flowscale_runs_insert(z, a->id, &json) : NULL;
 
     if (run) {
-        ngx_cpystrn(run->project, ctx->flcf->project.data,
-                    ngx_min(ctx->flcf->project.len + 1,
-                            sizeof(run->project)));
-        ngx_cpystrn(run->deployment, ctx->flcf->name.data,
-                    ngx_min(ctx->flcf->name.len + 1,
-                            sizeof(run->deployment)));
-        ngx_cpystrn(run->version, (u_char *) ctx->flcf->deployment->version,
+        ngx_cpystrn(run->project, a->flcf->project.data,
+                    ngx_min(a->flcf->project.len + 1, sizeof(run->project)));
+        ngx_cpystrn(run->deployment, a->flcf->name.data,
+                    ngx_min(a->flcf->name.len + 1, sizeof(run->deployment)));
+        ngx_cpystrn(run->version, (u_char *) a->flcf->deployment->version,
                     sizeof(run->version));
+
+        if (a->key) {
+            ngx_cpystrn(run->key_id, a->key->data,
+                        ngx_min(a->key->len + 1, sizeof(run->key_id)));
+            run->key_counted = a->key_counted;
+        }
+
+        if (a->webhook->len) {
+            (void) ngx_http_flowscale_runs_set_json(z, &run->webhook,
+                                                    a->webhook->data,
+                                                    a->webhook->len);
+        }
     }
 
     ngx_http_flowscale_runs_unlock(z);
     free(inputs);
 
     if (run == NULL) {
-        /* the leader picks committed runs up from PostgreSQL */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        /* PostgreSQL has it: the next start reads it back */
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "flowscale: the zone is full; run %V waits in "
-                      "PostgreSQL", &ctx->id);
+                      "PostgreSQL", a->id);
 
-        r->main->count--;
-        ngx_http_flowscale_create_respond(r, ctx);
-        return;
+        ngx_http_flowscale_key_end(a->key, a->key_counted);
+        return NGX_DECLINED;
     }
 
-    rc = ngx_http_flowscale_dispatch_new(ctx->flcf, &ctx->id, ctx->prompt,
-                                         ctx->files, ctx->nfiles,
-                                         ngx_http_flowscale_submitted, ctx,
-                                         &ctx->job);
+    rc = ngx_http_flowscale_dispatch_new(a->flcf, a->id, a->prompt,
+                                         *a->files, *a->nfiles, submitted,
+                                         data, job);
 
     if (rc == NGX_AGAIN) {
-        /* a backend took it: the answer waits for ComfyUI's */
-        ctx->files = NULL;
-        ctx->nfiles = 0;
+        *a->files = NULL;
+        *a->nfiles = 0;
+    }
+
+    return rc;
+}
+
+
+/*
+ * The client left while PostgreSQL was committing its run: the run is
+ * kept and sent on all the same, from a copy that does not live in the
+ * request.
+ */
+
+static void
+ngx_http_flowscale_orphan(ngx_http_flowscale_create_ctx_t *ctx)
+{
+    u_char                       *p;
+    size_t                        len;
+    ngx_http_flowscale_orphan_t  *o;
+
+    len = sizeof(ngx_http_flowscale_orphan_t) + ctx->id.len
+          + (ctx->key ? ctx->key->len : 0) + ctx->webhook.len;
+
+    o = ngx_calloc(len, ngx_cycle->log);
+    if (o == NULL) {
+        ngx_http_flowscale_pg_cancel(ctx->query);
         return;
     }
 
-    /* queued at the gateway (or failed and recorded so) */
+    p = o->data;
 
-    r->main->count--;
-    ngx_http_flowscale_create_respond(r, ctx);
+    o->flcf = ctx->flcf;
+    o->id.data = p;
+    o->id.len = ctx->id.len;
+    p = ngx_cpymem(p, ctx->id.data, ctx->id.len);
+
+    if (ctx->key) {
+        o->key.data = p;
+        o->key.len = ctx->key->len;
+        p = ngx_cpymem(p, ctx->key->data, ctx->key->len);
+    }
+
+    o->webhook.data = p;
+    o->webhook.len = ctx->webhook.len;
+    ngx_memcpy(p, ctx->webhook.data, ctx->webhook.len);
+
+    /* the copy takes these over */
+    o->values = ctx->values;
+    o->prompt = ctx->prompt;
+    o->files = ctx->files;
+    o->nfiles = ctx->nfiles;
+    o->key_counted = ctx->key_counted;
+
+    ctx->values = NULL;
+    ctx->prompt = NULL;
+    ctx->files = NULL;
+    ctx->nfiles = 0;
+    ctx->key_counted = 0;
+
+    ngx_http_flowscale_pg_rebind(ctx->query,
+                                 ngx_http_flowscale_orphan_accepted, o);
+    ctx->query = NULL;
+}
+
+
+static void
+ngx_http_flowscale_orphan_accepted(void *data, PGresult *res,
+    const char *error)
+{
+    ngx_http_flowscale_orphan_t *o = data;
+
+    ngx_http_flowscale_job_t        *job;
+    ngx_http_flowscale_admission_t   a;
+
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
+        && PQgetvalue(res, 0, 1)[0] == 't')
+    {
+        a.flcf = o->flcf;
+        a.id = &o->id;
+        a.values = o->values;
+        a.prompt = o->prompt;
+        a.files = &o->files;
+        a.nfiles = &o->nfiles;
+        a.key = o->key.len ? &o->key : NULL;
+        a.key_counted = o->key_counted;
+        a.webhook = &o->webhook;
+
+        (void) ngx_http_flowscale_admit(&a, NULL, NULL, &job);
+
+    } else {
+        ngx_http_flowscale_key_end(o->key.len ? &o->key : NULL,
+                                   o->key_counted);
+    }
+
+    json_decref(o->values);
+    json_decref(o->prompt);
+    fs_files_free(o->files, o->nfiles);
+    ngx_free(o);
+}
+
+
+static void
+ngx_http_flowscale_key_end(ngx_str_t *key, ngx_uint_t counted)
+{
+    if (key && counted) {
+        ngx_http_flowscale_key_run_end(key);
+    }
 }
 
 
@@ -772,9 +1021,11 @@ ngx_http_flowscale_create_cleanup(void *data)
     ngx_http_flowscale_create_ctx_t *ctx = data;
 
     if (ctx->query) {
-        /* the client left: the statement completes without us */
-        ngx_http_flowscale_pg_cancel(ctx->query);
+        /* the client left: the run may be committed, and must go on */
+        ngx_http_flowscale_orphan(ctx);
     }
+
+    ngx_http_flowscale_key_end(ctx->key, ctx->key_counted);
 
     if (ctx->job) {
         /* the run goes on; only the answer is not wanted any more */

@@ -1686,6 +1686,8 @@ ngx_http_flowscale_job_recorded(void *data, PGresult *res, const char *error)
                    "flowscale: run %V %s", &job->id,
                    ngx_http_flowscale_status_name(job->status));
 
+    ngx_http_flowscale_run_ended(job->flcf, &job->id);
+
     ngx_http_flowscale_release(job->link);
     ngx_http_flowscale_job_free(job);
 

@@ -318,7 +318,8 @@ ngx_http_flowscale_stream_event(ngx_http_flowscale_stream_t *st,
 
     default:
         /* the end: the run as GET L/runs/ID shows it */
-        if (ngx_http_flowscale_render_run(st->request, st->flcf, view, &data)
+        if (ngx_http_flowscale_render_run(st->request->pool, st->flcf, view,
+                                          &data)
             != NGX_OK)
         {
             return NGX_ERROR;

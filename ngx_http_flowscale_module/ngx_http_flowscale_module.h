@@ -135,7 +135,9 @@ ngx_int_t ngx_http_flowscale_output(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *rest);
 ngx_int_t ngx_http_flowscale_output_conf(ngx_conf_t *cf,
     ngx_http_upstream_conf_t *conf);
-ngx_int_t ngx_http_flowscale_render_run(ngx_http_request_t *r,
+void ngx_http_flowscale_run_ended(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id);
+ngx_int_t ngx_http_flowscale_render_run(ngx_pool_t *pool,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
     ngx_str_t *out);
 ngx_int_t ngx_http_flowscale_public_event_output(ngx_http_request_t *r,

@@ -374,6 +374,17 @@ failed:
 }
 
 
+/* another handler takes the result: its first owner is going away */
+
+void
+ngx_http_flowscale_pg_rebind(ngx_http_flowscale_pg_query_t *q,
+    ngx_http_flowscale_pg_done_pt done, void *data)
+{
+    q->done = done;
+    q->data = data;
+}
+
+
 void
 ngx_http_flowscale_pg_cancel(ngx_http_flowscale_pg_query_t *q)
 {

@@ -38,6 +38,9 @@ ngx_http_flowscale_pg_query_t *ngx_http_flowscale_pg_query(const char *sql,
     int nparams, const char *const *values, const int *lengths,
     ngx_http_flowscale_pg_done_pt done, void *data, ngx_log_t *log);
 
+void ngx_http_flowscale_pg_rebind(ngx_http_flowscale_pg_query_t *q,
+    ngx_http_flowscale_pg_done_pt done, void *data);
+
 /* done will not be called; the statement itself still completes */
 void ngx_http_flowscale_pg_cancel(ngx_http_flowscale_pg_query_t *q);
 

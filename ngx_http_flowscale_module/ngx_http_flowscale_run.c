@@ -13,6 +13,7 @@
 
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_pg.h"
+#include "ngx_http_flowscale_webhook.h"
 
 
 #define NGX_HTTP_FLOWSCALE_WAIT_POLL  10
@@ -35,7 +36,7 @@ typedef struct {
 } ngx_http_flowscale_read_ctx_t;
 
 
-static json_t *ngx_http_flowscale_public_outputs(ngx_http_request_t *r,
+static json_t *ngx_http_flowscale_public_outputs(
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *outputs);
 static json_t *ngx_http_flowscale_public_items(
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, const char *name,
@@ -138,7 +139,7 @@ ngx_http_flowscale_send_view(ngx_http_request_t *r,
     ngx_str_t         body;
     ngx_table_elt_t  *h;
 
-    if (ngx_http_flowscale_render_run(r, flcf, v, &body) != NGX_OK) {
+    if (ngx_http_flowscale_render_run(r->pool, flcf, v, &body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -175,7 +176,7 @@ ngx_http_flowscale_send_view(ngx_http_request_t *r,
  */
 
 ngx_int_t
-ngx_http_flowscale_render_run(ngx_http_request_t *r,
+ngx_http_flowscale_render_run(ngx_pool_t *pool,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
     ngx_str_t *out)
 {
@@ -213,7 +214,7 @@ ngx_http_flowscale_render_run(ngx_http_request_t *r,
                     "created_at", ngx_http_flowscale_time(rn->created),
                     "started_at", ngx_http_flowscale_time(rn->started),
                     "finished_at", ngx_http_flowscale_time(rn->finished),
-                    "outputs", ngx_http_flowscale_public_outputs(r, flcf,
+                    "outputs", ngx_http_flowscale_public_outputs(flcf,
                                                                  &id,
                                                                  &rn->outputs),
                     "error", ngx_http_flowscale_json_or_null(&rn->error));
@@ -230,7 +231,7 @@ ngx_http_flowscale_render_run(ngx_http_request_t *r,
     }
 
     out->len = ngx_strlen(text) + 1;
-    out->data = ngx_pnalloc(r->pool, out->len);
+    out->data = ngx_pnalloc(pool, out->len);
 
     if (out->data) {
         ngx_memcpy(out->data, text, out->len - 1);
@@ -249,8 +250,8 @@ ngx_http_flowscale_render_run(ngx_http_request_t *r,
  */
 
 static json_t *
-ngx_http_flowscale_public_outputs(ngx_http_request_t *r,
-    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *outputs)
+ngx_http_flowscale_public_outputs(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id, ngx_str_t *outputs)
 {
     json_t      *all, *pub, *items;
     const char  *name;
@@ -689,4 +690,46 @@ ngx_http_flowscale_wait_cleanup(void *data)
         ngx_queue_remove(&w->queue);
         w->queue.next = NULL;
     }
+}
+
+
+/*
+ * A run has ended (recorded in PostgreSQL and in the zone): when its
+ * caller asked for a webhook, the run as GET L/runs/ID shows it goes
+ * there.
+ */
+
+void
+ngx_http_flowscale_run_ended(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id)
+{
+    ngx_str_t                       body, url, project;
+    ngx_pool_t                     *pool;
+    ngx_http_flowscale_zone_t      *z;
+    ngx_http_flowscale_run_view_t   view;
+
+    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+
+    pool = ngx_create_pool(4096, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    if (ngx_http_flowscale_runs_view(z, id->data, id->len, pool, &view)
+        != NGX_OK
+        || view.run.webhook.len == 0
+        || ngx_http_flowscale_render_run(pool, flcf, &view, &body) != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    url = view.run.webhook;
+    project.data = view.run.project;
+    project.len = ngx_strlen(view.run.project);
+    body.len--;                                 /* its newline */
+
+    ngx_http_flowscale_webhook_deliver(flcf, id, &project, &url, &body);
+
+    ngx_destroy_pool(pool);
 }

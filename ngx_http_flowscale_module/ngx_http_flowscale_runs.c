@@ -12,6 +12,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_auth.h"
 
 
 static ngx_int_t ngx_http_flowscale_runs_evict(ngx_http_flowscale_zone_t *z);
@@ -366,6 +367,7 @@ void
 ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run, ngx_http_flowscale_status_e status)
 {
+    ngx_str_t                               key;
     ngx_http_flowscale_deployment_state_t  *ds;
 
     if (run->pending) {
@@ -377,6 +379,13 @@ ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
 
     run->status = status;
     run->finished = ngx_http_flowscale_now_ms();
+
+    if (run->key_counted) {
+        key.data = run->key_id;
+        key.len = ngx_strlen(run->key_id);
+        ngx_http_flowscale_key_run_end_locked(z, &key);
+        run->key_counted = 0;
+    }
 
     /* how long runs take here, for the Retry-After of a full queue */
     ds = ngx_http_flowscale_runs_deployment_of(z, run);
@@ -433,7 +442,7 @@ ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z, u_char *id,
     size_t len, ngx_pool_t *pool, ngx_http_flowscale_run_view_t *view)
 {
     u_char                    *copy;
-    ngx_str_t                 *f, *fields[3];
+    ngx_str_t                 *f, *fields[4];
     ngx_uint_t                 i, position;
     ngx_queue_t               *q;
     ngx_http_flowscale_run_t  *run;
@@ -466,8 +475,9 @@ ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z, u_char *id,
     fields[0] = &view->run.inputs;
     fields[1] = &view->run.outputs;
     fields[2] = &view->run.error;
+    fields[3] = &view->run.webhook;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 4; i++) {
         f = fields[i];
 
         if (f->len == 0) {
@@ -546,6 +556,10 @@ ngx_http_flowscale_runs_free(ngx_http_flowscale_zone_t *z,
 
     if (run->error.data) {
         ngx_slab_free_locked(z->shpool, run->error.data);
+    }
+
+    if (run->webhook.data) {
+        ngx_slab_free_locked(z->shpool, run->webhook.data);
     }
 
     if (run->events) {

@@ -65,7 +65,10 @@ typedef struct {
     unsigned                        pending:1;  /* in the gateway queue */
     unsigned                        submitted:1;
     unsigned                        cancel:1;   /* asked for, not done */
+    unsigned                        key_counted:1;  /* key_concurrency */
     ngx_uint_t                      retries;    /* after backend losses */
+    u_char                          key_id[33];
+    ngx_str_t                       webhook;    /* URL, in the zone */
 
     ngx_pid_t                       owner;      /* follows it on a backend */
 

@@ -54,6 +54,7 @@ my $HTTP = <<"HTTP";
         listen 127.0.0.1:\@PORT\@ reuseport;
         client_max_body_size 256k;
         add_header X-Worker \$pid always;
+        flowscale_api_key off;
 
         location /v1/txt2img {
             flowscale_deployment txt2img;

@@ -119,6 +119,7 @@ sub spawn {
 }
 
 END {
+    local $?;
     if (%Kids) {
         kill 'TERM', values %Kids;
         waitpid $_, 0 for values %Kids;
