@@ -129,13 +129,16 @@ done
 say "simulated ComfyUI on $sim1 and $sim2 (step time 0.01 s)"
 
 mkdir -p "$work/nginx/conf/workflows" "$work/nginx/logs"
+# a copy: a rebuild during the run does not change what is measured, and
+# profilers still find its symbols
+cp "$module" "$work/nginx/ngx_http_flowscale_module.so"
 cp "$bench/workflows/bench30.json" "$work/nginx/conf/workflows/"
 # replaced below by the bytes GET L and POST L answer
 echo "return 200 '{}';" >"$work/nginx/conf/static.conf"
 echo "return 202 '{}';" >"$work/nginx/conf/stub.conf"
 
 cat >"$work/nginx/conf/nginx.conf" <<EOF
-load_module $module;
+load_module $work/nginx/ngx_http_flowscale_module.so;
 
 worker_processes $workers;
 error_log logs/error.log warn;

@@ -1148,6 +1148,7 @@ static void
 ngx_http_flowscale_auth_resume(ngx_http_request_t *r)
 {
     ngx_event_t                    *wev;
+    ngx_connection_t               *c;
     ngx_http_flowscale_auth_ctx_t  *ctx;
 
     wev = r->connection->write;
@@ -1174,7 +1175,12 @@ ngx_http_flowscale_auth_resume(ngx_http_request_t *r)
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_core_run_phases;
 
+    c = r->connection;
+
     ngx_http_core_run_phases(r);
+
+    /* resumed from a timer or PostgreSQL, not from nginx's request handler */
+    ngx_http_run_posted_requests(c);
 }
 
 

@@ -194,7 +194,7 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "flowscale: cannot cancel run %V: %s", &ctx->id,
                       res ? PQresultErrorMessage(res) : error);
-        ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
+        ngx_http_flowscale_finalize(r, ngx_http_flowscale_unavailable(r));
         return;
     }
 
@@ -225,7 +225,7 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
     rc = ngx_http_flowscale_wait(r, &ctx->id, NGX_HTTP_FLOWSCALE_CANCEL_WAIT);
 
     if (rc != NGX_DONE) {
-        ngx_http_finalize_request(r, rc);
+        ngx_http_flowscale_finalize(r, rc);
     }
 }
 

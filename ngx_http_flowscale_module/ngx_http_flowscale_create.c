@@ -730,7 +730,7 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
     r->main->count--;
 
     if (state && ngx_strcmp(state, "FS422") == 0) {
-        ngx_http_finalize_request(r,
+        ngx_http_flowscale_finalize(r,
             ngx_http_flowscale_problem(r, NGX_HTTP_FLOWSCALE_UNPROCESSABLE,
                 "idempotency-key-reused", "Idempotency-Key reused",
                 "This Idempotency-Key was used in the last 24 hours with "
@@ -745,7 +745,7 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
                       "flowscale: run not accepted: %s",
                       res ? PQresultErrorMessage(res) : error);
 
-        ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
+        ngx_http_flowscale_finalize(r, ngx_http_flowscale_unavailable(r));
         return;
     }
 
@@ -986,7 +986,7 @@ ngx_http_flowscale_submitted(void *data, ngx_int_t rc, json_t *problem)
                  json_string_value(json_object_get(problem, "detail")),
                  json_object_get(problem, "errors"));
 
-    ngx_http_finalize_request(r, status);
+    ngx_http_flowscale_finalize(r, status);
 }
 
 
@@ -1005,11 +1005,11 @@ ngx_http_flowscale_create_respond(ngx_http_request_t *r,
             return;
         }
 
-        ngx_http_finalize_request(r, rc);
+        ngx_http_flowscale_finalize(r, rc);
         return;
     }
 
-    ngx_http_finalize_request(r,
+    ngx_http_flowscale_finalize(r,
         ngx_http_flowscale_send_run(r, ctx->flcf, &ctx->id,
                                     NGX_HTTP_ACCEPTED));
 }

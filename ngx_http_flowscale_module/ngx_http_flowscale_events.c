@@ -395,7 +395,7 @@ ngx_http_flowscale_stream_finish(ngx_http_flowscale_stream_t *st)
 
     ngx_http_flowscale_stream_cleanup(st);
 
-    ngx_http_finalize_request(r, ngx_http_send_special(r, NGX_HTTP_LAST));
+    ngx_http_flowscale_finalize(r, ngx_http_send_special(r, NGX_HTTP_LAST));
 }
 
 

@@ -175,11 +175,11 @@ ngx_http_flowscale_listed(void *data, PGresult *res, const char *error)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "flowscale: cannot list runs: %s",
                       res ? PQresultErrorMessage(res) : error);
-        ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
+        ngx_http_flowscale_finalize(r, ngx_http_flowscale_unavailable(r));
         return;
     }
 
-    ngx_http_finalize_request(r, ngx_http_flowscale_list_send(r, ctx, res));
+    ngx_http_flowscale_finalize(r, ngx_http_flowscale_list_send(r, ctx, res));
 }
 
 

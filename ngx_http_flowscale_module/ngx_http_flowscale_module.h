@@ -122,6 +122,7 @@ ngx_int_t ngx_http_flowscale_problem_errors(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *title,
     const char *detail, json_t *errors);
 ngx_int_t ngx_http_flowscale_unavailable(ngx_http_request_t *r);
+void ngx_http_flowscale_finalize(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_http_flowscale_too_many(ngx_http_request_t *r, time_t retry,
     const char *detail);
 

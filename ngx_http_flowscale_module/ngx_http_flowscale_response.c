@@ -172,3 +172,21 @@ ngx_http_flowscale_too_many(ngx_http_request_t *r, time_t retry,
                                       "too-many-runs", "Too Many Requests",
                                       detail);
 }
+
+
+/*
+ * Finalizes a request from an event of the module's own (PostgreSQL, a
+ * backend, a timer): nginx runs posted requests only from its own request
+ * handlers, so a request terminated here needs them run too.
+ */
+
+void
+ngx_http_flowscale_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}

@@ -503,12 +503,12 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "flowscale: cannot read a run: %s",
                       res ? PQresultErrorMessage(res) : error);
-        ngx_http_finalize_request(r, ngx_http_flowscale_unavailable(r));
+        ngx_http_flowscale_finalize(r, ngx_http_flowscale_unavailable(r));
         return;
     }
 
     if (PQntuples(res) == 0) {
-        ngx_http_finalize_request(r,
+        ngx_http_flowscale_finalize(r,
             ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
                 "Run not found", "No run with this id in this deployment."));
         return;
@@ -563,7 +563,7 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
     /* res lives until we return: render now */
     rc = ngx_http_flowscale_send_view(r, ctx->flcf, &v, ctx->status);
 
-    ngx_http_finalize_request(r, rc);
+    ngx_http_flowscale_finalize(r, rc);
 }
 
 
@@ -671,7 +671,7 @@ ngx_http_flowscale_wait_poll(ngx_event_t *ev)
 
         r = w->request;
 
-        ngx_http_finalize_request(r,
+        ngx_http_flowscale_finalize(r,
             ngx_http_flowscale_send_run(r, w->flcf, &w->id, NGX_HTTP_OK));
     }
 
