@@ -49,7 +49,7 @@ Content-Type: application/json
 qr{^\{
   "name": "txt2img",
   "version": "[0-9a-f]{8}",
-  "state": "preparing",
+  "state": "(?:preparing|deploying|ready|failed)",
   "inputs": \[
     \{
       "name": "prompt",
