@@ -115,6 +115,8 @@ static ngx_uint_t ngx_http_flowscale_job_backend_down(
     ngx_http_flowscale_job_t *job);
 static ngx_http_flowscale_link_t *ngx_http_flowscale_reserve(
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
+static ngx_http_flowscale_link_t *ngx_http_flowscale_reserve_locked(
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_t *run);
 static void ngx_http_flowscale_release(ngx_http_flowscale_link_t *link);
 static ngx_http_flowscale_job_t *ngx_http_flowscale_job_create(
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id,
@@ -567,8 +569,28 @@ static ngx_http_flowscale_link_t *
 ngx_http_flowscale_reserve(ngx_http_flowscale_loc_conf_t *flcf,
     ngx_str_t *id)
 {
-    ngx_uint_t                          i;
-    ngx_http_flowscale_run_t           *run;
+    ngx_http_flowscale_run_t         *run;
+    ngx_http_flowscale_link_t        *link;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
+    link = ngx_http_flowscale_reserve_locked(flcf, run);
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+
+    return link;
+}
+
+
+/* with the zone locked; run may be NULL */
+
+static ngx_http_flowscale_link_t *
+ngx_http_flowscale_reserve_locked(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_http_flowscale_run_t *run)
+{
+    ngx_uint_t                              i;
     uint64_t                                capable;
     ngx_http_flowscale_link_t             **link, *best;
     ngx_http_flowscale_backend_slot_t      *slot, *best_slot;
@@ -578,8 +600,6 @@ ngx_http_flowscale_reserve(ngx_http_flowscale_loc_conf_t *flcf,
     best = NULL;
     best_slot = NULL;
     link = ds->links.elts;
-
-    ngx_http_flowscale_runs_lock(ds->zone);
 
     /* only backends known to have every node class and model it needs */
     dst = ngx_http_flowscale_runs_deployment(ds->zone, &flcf->project,
@@ -612,8 +632,6 @@ ngx_http_flowscale_reserve(ngx_http_flowscale_loc_conf_t *flcf,
     if (best) {
         best_slot->outstanding++;
 
-        run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
-
         if (run) {
             run->owner = ngx_pid;
             ngx_cpystrn(run->backend, best->peer.name.data,
@@ -621,8 +639,6 @@ ngx_http_flowscale_reserve(ngx_http_flowscale_loc_conf_t *flcf,
                                 sizeof(run->backend)));
         }
     }
-
-    ngx_http_flowscale_runs_unlock(ds->zone);
 
     return best;
 }
@@ -1778,7 +1794,10 @@ ngx_http_flowscale_kick(void)
             }
         }
 
-        if (flcf == NULL) {
+        /* no room: the queue stays as it is, untouched */
+        link = flcf ? ngx_http_flowscale_reserve_locked(flcf, run) : NULL;
+
+        if (link == NULL) {
             ngx_http_flowscale_runs_unlock(ds->zone);
             return;
         }
@@ -1793,13 +1812,6 @@ ngx_http_flowscale_kick(void)
 
         id.data = buf;
         id.len = NGX_HTTP_FLOWSCALE_RUN_ID_LEN;
-
-        link = ngx_http_flowscale_reserve(flcf, &id);
-
-        if (link == NULL) {
-            ngx_http_flowscale_requeue(&id);
-            return;
-        }
 
         job = ngx_http_flowscale_job_create(flcf, &id, link);
         if (job == NULL) {

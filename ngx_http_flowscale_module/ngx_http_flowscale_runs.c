@@ -305,12 +305,15 @@ ngx_http_flowscale_runs_enqueue(ngx_http_flowscale_zone_t *z,
 
     if (head) {
         ngx_queue_insert_head(&z->sh->pending, &run->queue);
+        run->ticket = --z->sh->head_ticket;
 
     } else {
         ngx_queue_insert_tail(&z->sh->pending, &run->queue);
+        run->ticket = ++z->sh->tail_ticket;
     }
 
     run->pending = 1;
+    z->sh->npending++;
 
     ds = ngx_http_flowscale_runs_deployment_of(z, run);
     if (ds) {
@@ -335,6 +338,7 @@ ngx_http_flowscale_runs_dequeue(ngx_http_flowscale_zone_t *z,
     ngx_queue_remove(&run->queue);
     ngx_queue_init(&run->queue);
     run->pending = 0;
+    z->sh->npending--;
 
     ds = ngx_http_flowscale_runs_deployment_of(z, run);
     if (ds && ds->queued) {
@@ -443,8 +447,7 @@ ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z, u_char *id,
 {
     u_char                    *copy;
     ngx_str_t                 *f, *fields[4];
-    ngx_uint_t                 i, position;
-    ngx_queue_t               *q;
+    ngx_uint_t                 i;
     ngx_http_flowscale_run_t  *run;
 
     ngx_http_flowscale_runs_lock(z);
@@ -460,16 +463,7 @@ ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z, u_char *id,
     view->position = 0;
 
     if (run->pending) {
-        position = 1;
-
-        for (q = ngx_queue_head(&z->sh->pending);
-             q != &run->queue;
-             q = ngx_queue_next(q))
-        {
-            position++;
-        }
-
-        view->position = position;
+        view->position = ngx_http_flowscale_runs_position(z, run);
     }
 
     fields[0] = &view->run.inputs;
@@ -573,6 +567,41 @@ ngx_http_flowscale_runs_free(ngx_http_flowscale_zone_t *z,
     }
 
     ngx_slab_free_locked(z->shpool, run);
+}
+
+
+/*
+ * The exact queue position, counted from the nearer end of the queue:
+ * tickets grow from head to tail, so they tell which end that is.  A run
+ * just queued, the usual question, costs one step.
+ */
+
+ngx_uint_t
+ngx_http_flowscale_runs_position(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run)
+{
+    ngx_uint_t   n;
+    ngx_queue_t *q, *pending;
+
+    pending = &z->sh->pending;
+    n = 0;
+
+    if (run->ticket - z->sh->head_ticket <= z->sh->tail_ticket - run->ticket) {
+        for (q = ngx_queue_head(pending); q != &run->queue;
+             q = ngx_queue_next(q))
+        {
+            n++;
+        }
+
+        return n + 1;
+    }
+
+    for (q = ngx_queue_last(pending); q != &run->queue; q = ngx_queue_prev(q))
+    {
+        n++;
+    }
+
+    return z->sh->npending - n;
 }
 
 

@@ -67,6 +67,7 @@ typedef struct {
     unsigned                        cancel:1;   /* asked for, not done */
     unsigned                        key_counted:1;  /* key_concurrency */
     ngx_uint_t                      retries;    /* after backend losses */
+    int64_t                         ticket;     /* grows along the queue */
     u_char                          key_id[33];
     ngx_str_t                       webhook;    /* URL, in the zone */
 
@@ -136,6 +137,9 @@ typedef struct {
     ngx_atomic_t                    changes;    /* bumped on every change */
 
     uint64_t                        queue_seq;  /* the gateway queue moved */
+    ngx_uint_t                      npending;   /* runs in the queue */
+    int64_t                         head_ticket;
+    int64_t                         tail_ticket;
 
     /* which runs changed, so workers wake only what watches them */
     uint64_t                        change_seq;
@@ -204,6 +208,8 @@ ngx_int_t ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z,
     u_char *id, size_t len, ngx_pool_t *pool,
     ngx_http_flowscale_run_view_t *view);
 
+ngx_uint_t ngx_http_flowscale_runs_position(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run);
 ngx_int_t ngx_http_flowscale_runs_events(ngx_http_flowscale_zone_t *z,
     u_char *id, ngx_pool_t *pool, ngx_http_flowscale_event_t *events);
 
