@@ -104,6 +104,25 @@ ngx_http_flowscale_handler(ngx_http_request_t *r)
                    "flowscale: deployment \"%V\" %V \"%V\"",
                    &flcf->name, &r->method_name, &rest);
 
+    /* issue 9: the app; L/app redirects to L/app/ */
+    if (rest.len >= sizeof("/app") - 1
+        && ngx_strncmp(rest.data, "/app", sizeof("/app") - 1) == 0
+        && (rest.len == sizeof("/app") - 1 || rest.data[4] == '/'))
+    {
+        return ngx_http_flowscale_app(r, flcf, &rest);
+    }
+
+    /* issue 8: the deployment's OpenAPI document, needs no key */
+    if (rest.len == sizeof("/openapi.json") - 1
+        && ngx_strncmp(rest.data, "/openapi.json", rest.len) == 0)
+    {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_flowscale_not_allowed(r, "GET, HEAD");
+        }
+
+        return ngx_http_flowscale_openapi_send(r, flcf);
+    }
+
     if (rest.len == 0 || (rest.len == 1 && rest.data[0] == '/')) {
 
         if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {

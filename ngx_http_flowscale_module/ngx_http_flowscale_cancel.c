@@ -61,10 +61,16 @@ ngx_http_flowscale_cancel(ngx_http_request_t *r,
         view.run = *run;
     }
 
-    if (run == NULL || !ngx_http_flowscale_view_belongs(&view, flcf)) {
+    if (run == NULL) {
+        /* not live here: PostgreSQL decides */
+        ngx_http_flowscale_runs_unlock(z);
+        return ngx_http_flowscale_cancel_queued(r, flcf, id);
+    }
+
+    if (!ngx_http_flowscale_view_belongs(&view, flcf)) {
         ngx_http_flowscale_runs_unlock(z);
         return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
-                   "Run not found", "No live run with this id in this "
+                   "Run not found", "No run with this id in this "
                    "deployment.");
     }
 
@@ -131,7 +137,8 @@ static ngx_int_t
 ngx_http_flowscale_cancel_queued(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id)
 {
-    const char                       *params[1];
+    u_char                           *p;
+    const char                       *params[3];
     ngx_pool_cleanup_t               *cln;
     ngx_http_flowscale_cancel_ctx_t  *ctx;
 
@@ -153,12 +160,30 @@ ngx_http_flowscale_cancel_queued(ngx_http_request_t *r,
 
     ngx_cpystrn(ctx->id.data, id->data, id->len + 1);
 
-    params[0] = (char *) ctx->id.data;
+    for (p = id->data; p < id->data + id->len; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')
+              || *p == '-'))
+        {
+            return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND,
+                       "not-found", "Run not found",
+                       "No run with this id in this deployment.");
+        }
+    }
 
+    params[0] = (char *) ctx->id.data;
+    params[1] = (char *) flcf->project.data;
+    params[2] = (char *) flcf->name.data;
+
+    /* canceled if still queued; else its status says why not */
     ctx->query = ngx_http_flowscale_pg_query(
-        "UPDATE flowscale.runs SET status = 'canceled', finished_at = now() "
-        "WHERE id = $1 AND status = 'queued'",
-        1, params, NULL, ngx_http_flowscale_cancel_recorded, ctx,
+        "WITH c AS (UPDATE flowscale.runs SET status = 'canceled', "
+        "finished_at = now() WHERE id = $1::uuid AND project = $2 "
+        "AND deployment = $3 AND status = 'queued' RETURNING status) "
+        
+        "SELECT (SELECT count(*) FROM c), (SELECT status FROM "
+        "flowscale.runs WHERE id = $1::uuid AND project = $2 "
+        "AND deployment = $3)",
+        3, params, NULL, ngx_http_flowscale_cancel_recorded, ctx,
         r->connection->log);
 
     if (ctx->query == NULL) {
@@ -180,6 +205,7 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
 {
     ngx_http_flowscale_cancel_ctx_t *ctx = data;
 
+    char                       *status;
     ngx_int_t                   rc;
     ngx_uint_t                  ended;
     ngx_http_request_t         *r;
@@ -190,11 +216,33 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
     r = ctx->request;
     ctx->query = NULL;
 
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQntuples(res) != 1 || PQnfields(res) != 2)
+    {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "flowscale: cannot cancel run %V: %s", &ctx->id,
                       res ? PQresultErrorMessage(res) : error);
         ngx_http_flowscale_finalize(r, ngx_http_flowscale_unavailable(r));
+        return;
+    }
+
+    status = PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1);
+
+    if (*status == '\0') {
+        ngx_http_flowscale_finalize(r,
+            ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
+                "Run not found", "No run with this id in this deployment."));
+        return;
+    }
+
+    if (PQgetvalue(res, 0, 0)[0] == '0') {
+        /* finished, or running where only PostgreSQL sees it */
+        ngx_http_flowscale_finalize(r,
+            ngx_http_flowscale_cancel_finished(r,
+                ngx_strcmp(status, "succeeded") == 0
+                ? NGX_HTTP_FLOWSCALE_SUCCEEDED
+                : ngx_strcmp(status, "canceled") == 0
+                ? NGX_HTTP_FLOWSCALE_CANCELED : NGX_HTTP_FLOWSCALE_FAILED));
         return;
     }
 

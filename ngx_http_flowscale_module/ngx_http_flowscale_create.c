@@ -24,6 +24,7 @@
 #include "ngx_http_flowscale_dispatch.h"
 #include "ngx_http_flowscale_auth.h"
 #include "ngx_http_flowscale_webhook.h"
+#include "ngx_http_flowscale_stats.h"      /* issue 7 */
 
 
 typedef enum {
@@ -56,6 +57,8 @@ typedef struct {
 
     ngx_str_t                      *key;        /* NULL: a public API */
     unsigned                        key_counted:1;
+
+    ngx_http_flowscale_created_pt   created;    /* issue 9: the app */
 } ngx_http_flowscale_create_ctx_t;
 
 
@@ -136,6 +139,20 @@ ngx_int_t
 ngx_http_flowscale_create(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf)
 {
+    return ngx_http_flowscale_create_then(r, flcf, NULL);
+}
+
+
+/*
+ * issue 9: the same path for the app's Gradio queue/join, whose body is
+ * already read (and replaced by {"inputs": ...}); created() answers
+ * instead of the run once it is accepted.
+ */
+
+ngx_int_t
+ngx_http_flowscale_create_then(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_created_pt created)
+{
     u_char                           *p, reason[160], detail[200];
     time_t                            retry;
     ngx_int_t                         rc;
@@ -159,6 +176,7 @@ ngx_http_flowscale_create(ngx_http_request_t *r,
 
     ctx->request = r;
     ctx->flcf = flcf;
+    ctx->created = created;
     ngx_http_set_ctx(r, ctx, ngx_http_flowscale_module);
 
     type = r->headers_in.content_type ? &r->headers_in.content_type->value
@@ -197,6 +215,15 @@ ngx_http_flowscale_create(ngx_http_request_t *r,
 #undef ngx_http_flowscale_type_is
 
     ctx->wait = ngx_http_flowscale_prefer_wait(r, flcf);
+
+    /* issue 7: flowscale.stop_deployment() */
+    if (ngx_http_flowscale_registry_stopped(flcf)) {
+        ngx_http_discard_request_body(r);
+        return ngx_http_flowscale_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   "deployment-stopped", "Deployment stopped",
+                   "This deployment is stopped (flowscale.stop_deployment); "
+                   "it takes runs again after flowscale.start_deployment.");
+    }
 
     retry = ngx_http_flowscale_queue_full(flcf);
 
@@ -803,6 +830,8 @@ ngx_http_flowscale_admit(ngx_http_flowscale_admission_t *a,
     ngx_http_flowscale_zone_t  *z;
     ngx_http_flowscale_run_t   *run;
 
+    ngx_http_flowscale_stats_run_accepted(a->flcf);   /* issue 7 */
+
     z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
     inputs = json_dumps(a->values, JSON_COMPACT);
 
@@ -997,6 +1026,11 @@ ngx_http_flowscale_create_respond(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx)
 {
     ngx_int_t  rc;
+
+    if (ctx->created) {
+        ngx_http_flowscale_finalize(r, ctx->created(r, &ctx->id));
+        return;
+    }
 
     if (ctx->wait) {
         rc = ngx_http_flowscale_wait(r, &ctx->id, ctx->wait);
@@ -1276,4 +1310,17 @@ ngx_http_flowscale_queue_full(ngx_http_flowscale_loc_conf_t *flcf)
     retry = (time_t) (queued * run_ms / (n * flcf->backend_depth) / 1000);
 
     return ngx_max(1, ngx_min(retry, 3600));
+}
+
+
+/* issue 7: the run id of POST L, for $flowscale_run_id (NULL if none) */
+
+ngx_str_t *
+ngx_http_flowscale_create_run_id(ngx_http_request_t *r)
+{
+    ngx_http_flowscale_create_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_flowscale_module);
+
+    return (ctx && ctx->id.len) ? &ctx->id : NULL;
 }

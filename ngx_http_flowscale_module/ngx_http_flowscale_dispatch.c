@@ -22,6 +22,7 @@
 #include "ngx_http_flowscale_comfy.h"
 #include "ngx_http_flowscale_reply.h"
 #include "ngx_http_flowscale_dispatch.h"
+#include "ngx_http_flowscale_stats.h"      /* issue 7 */
 
 
 #define NGX_HTTP_FLOWSCALE_CHECK_INTERVAL   3000   /* history without news */
@@ -104,6 +105,7 @@ typedef struct {
     ngx_http_flowscale_zone_t      *zone;
     ngx_http_flowscale_main_conf_t *fmcf;
     ngx_log_t                      *log;
+    ngx_uint_t                      turn;       /* next deployment to serve */
 } ngx_http_flowscale_dispatcher_t;
 
 
@@ -164,6 +166,8 @@ static void ngx_http_flowscale_kick(void);
 static void ngx_http_flowscale_fetched(void *data, PGresult *res,
     const char *error);
 static void ngx_http_flowscale_leader(ngx_event_t *ev);
+static void ngx_http_flowscale_adopt(void);
+static void ngx_http_flowscale_release_named(ngx_str_t *name);
 static void ngx_http_flowscale_sql_update(ngx_http_flowscale_job_t *job,
     const char *sql, ngx_uint_t n, const char **params);
 static void ngx_http_flowscale_sql_ignore(void *data, PGresult *res,
@@ -447,10 +451,11 @@ ngx_http_flowscale_dispatch_peer(ngx_str_t *name)
 
 ngx_int_t
 ngx_http_flowscale_dispatch_attach(ngx_http_flowscale_loc_conf_t *flcf,
-    ngx_str_t *id, ngx_str_t *backend)
+    ngx_str_t *id, ngx_str_t *backend, ngx_uint_t counted)
 {
     ngx_uint_t                  i;
     ngx_str_t                   path;
+    ngx_http_flowscale_run_t   *run;
     ngx_http_flowscale_job_t   *job;
     ngx_http_flowscale_link_t **link, *found;
     ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
@@ -476,7 +481,18 @@ ngx_http_flowscale_dispatch_attach(ngx_http_flowscale_loc_conf_t *flcf,
     }
 
     ngx_http_flowscale_runs_lock(ds->zone);
-    ds->zone->sh->backends[found->slot].outstanding++;
+
+    if (!counted) {
+        ds->zone->sh->backends[found->slot].outstanding++;
+    }
+
+    run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
+
+    if (run) {
+        ngx_http_flowscale_runs_flying(ds->zone, run);
+        run->owner = ngx_pid;
+    }
+
     ngx_http_flowscale_runs_unlock(ds->zone);
 
     job = ngx_http_flowscale_job_create(flcf, id, found);
@@ -633,6 +649,7 @@ ngx_http_flowscale_reserve_locked(ngx_http_flowscale_loc_conf_t *flcf,
         best_slot->outstanding++;
 
         if (run) {
+            ngx_http_flowscale_runs_flying(ds->zone, run);
             run->owner = ngx_pid;
             ngx_cpystrn(run->backend, best->peer.name.data,
                         ngx_min(best->peer.name.len + 1,
@@ -641,6 +658,28 @@ ngx_http_flowscale_reserve_locked(ngx_http_flowscale_loc_conf_t *flcf,
     }
 
     return best;
+}
+
+
+static void
+ngx_http_flowscale_release_named(ngx_str_t *name)
+{
+    ngx_http_flowscale_backend_slot_t  *slot;
+    ngx_http_flowscale_dispatcher_t    *ds = &ngx_http_flowscale_dispatcher;
+
+    if (name->len == 0) {
+        return;
+    }
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    slot = ngx_http_flowscale_runs_backend(ds->zone, name);
+
+    if (slot && slot->outstanding > 0) {
+        slot->outstanding--;
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
 }
 
 
@@ -1763,44 +1802,52 @@ ngx_http_flowscale_job_find(ngx_str_t *id)
 static void
 ngx_http_flowscale_kick(void)
 {
-    ngx_str_t                         id;
-    ngx_queue_t                      *q;
-    const char                       *params[1];
-    ngx_http_flowscale_run_t         *run;
-    ngx_http_flowscale_job_t         *job;
-    ngx_http_flowscale_link_t        *link;
-    ngx_http_flowscale_loc_conf_t    *flcf;
-    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
-    u_char                            buf[NGX_HTTP_FLOWSCALE_RUN_ID_LEN + 1];
+    ngx_str_t                               id;
+    ngx_uint_t                              i, n;
+    const char                             *params[1];
+    ngx_http_flowscale_run_t               *run;
+    ngx_http_flowscale_job_t               *job;
+    ngx_http_flowscale_link_t              *link;
+    ngx_http_flowscale_loc_conf_t          *flcf, **flcfp;
+    ngx_http_flowscale_deployment_state_t  *dst;
+    ngx_http_flowscale_dispatcher_t        *ds = &ngx_http_flowscale_dispatcher;
+    u_char                              buf[NGX_HTTP_FLOWSCALE_RUN_ID_LEN + 1];
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         return;
     }
 
     for ( ;; ) {
-        flcf = NULL;
-
         ngx_http_flowscale_runs_lock(ds->zone);
 
-        for (q = ngx_queue_head(&ds->zone->sh->pending);
-             q != ngx_queue_sentinel(&ds->zone->sh->pending);
-             q = ngx_queue_next(q))
-        {
-            run = ngx_queue_data(q, ngx_http_flowscale_run_t, queue);
-            flcf = ngx_http_flowscale_find_deployment(run->project,
-                                                      run->deployment);
-            if (flcf) {
-                break;
-            }
-        }
+        /* the deployments in turn, so one's backlog cannot hold another */
+        run = NULL;
+        link = NULL;
+        flcfp = ds->fmcf->deployments.elts;
+        n = ds->fmcf->deployments.nelts;
 
-        /* no room: the queue stays as it is, untouched */
-        link = flcf ? ngx_http_flowscale_reserve_locked(flcf, run) : NULL;
+        for (i = 0; i < n && link == NULL; i++) {
+            flcf = flcfp[(ds->turn + i) % n];
+            dst = ngx_http_flowscale_runs_deployment(ds->zone, &flcf->project,
+                                                     &flcf->name);
+
+            if (dst == NULL || ngx_queue_empty(&dst->pending)) {
+                continue;
+            }
+
+            run = ngx_queue_data(ngx_queue_head(&dst->pending),
+                                 ngx_http_flowscale_run_t, queue);
+
+            /* no room: that queue stays as it is, untouched */
+            link = ngx_http_flowscale_reserve_locked(flcf, run);
+        }
 
         if (link == NULL) {
             ngx_http_flowscale_runs_unlock(ds->zone);
             return;
         }
+
+        ds->turn = (ds->turn + i) % n;
 
         /* take it out now, so no other worker hands it out too */
         ngx_http_flowscale_runs_dequeue(ds->zone, run);
@@ -1982,11 +2029,85 @@ ngx_http_flowscale_leader(ngx_event_t *ev)
 
     if (lead) {
         ngx_http_flowscale_recover();
+        ngx_http_flowscale_adopt();
         ngx_http_flowscale_health_tick();
+        ngx_http_flowscale_registry_tick();     /* issue 7: registry */
         ngx_http_flowscale_kick();
     }
 
     ngx_add_timer(ev, NGX_HTTP_FLOWSCALE_LEADER_INTERVAL);
+}
+
+
+/*
+ * Runs whose worker died (kill -9, a crash) are nobody's: the leader
+ * follows those a backend has, and queues again those it never got.
+ */
+
+static void
+ngx_http_flowscale_adopt(void)
+{
+    ngx_str_t                         id, backend;
+    ngx_uint_t                        n, i, submitted[16];
+    ngx_queue_t                      *q;
+    ngx_http_flowscale_run_t         *run;
+    ngx_http_flowscale_loc_conf_t    *flcf[16];
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+    u_char                            ids[16][NGX_HTTP_FLOWSCALE_RUN_ID_LEN];
+    u_char                            names[16][64];
+
+    n = 0;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    for (q = ngx_queue_head(&ds->zone->sh->inflight);
+         q != ngx_queue_sentinel(&ds->zone->sh->inflight) && n < 16;
+         q = ngx_queue_next(q))
+    {
+        run = ngx_queue_data(q, ngx_http_flowscale_run_t, flight);
+
+        if (run->owner == 0 || run->owner == ngx_pid
+            || kill(run->owner, 0) == 0 || ngx_errno != NGX_ESRCH)
+        {
+            continue;
+        }
+
+        flcf[n] = ngx_http_flowscale_find_deployment(run->project,
+                                                     run->deployment);
+        if (flcf[n] == NULL) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, ds->log, 0, "flowscale: run %*s lost "
+                      "its worker %P, taken over",
+                      (size_t) NGX_HTTP_FLOWSCALE_RUN_ID_LEN, run->id,
+                      run->owner);
+
+        run->owner = ngx_pid;
+        submitted[n] = run->submitted;
+        ngx_memcpy(ids[n], run->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
+        ngx_cpystrn(names[n], run->backend, sizeof(names[n]));
+        n++;
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+
+    for (i = 0; i < n; i++) {
+        id.data = ids[i];
+        id.len = NGX_HTTP_FLOWSCALE_RUN_ID_LEN;
+        backend.data = names[i];
+        backend.len = ngx_strlen(names[i]);
+
+        /* its slot is still counted: the dead worker held it */
+        if (submitted[i] && backend.len) {
+            (void) ngx_http_flowscale_dispatch_attach(flcf[i], &id, &backend,
+                                                      1);
+            continue;
+        }
+
+        ngx_http_flowscale_release_named(&backend);
+        ngx_http_flowscale_requeue(&id);
+    }
 }
 
 

@@ -65,7 +65,8 @@ ngx_int_t ngx_http_flowscale_dispatch_new(
     void *data, ngx_http_flowscale_job_t **job);
 void ngx_http_flowscale_dispatch_detach(ngx_http_flowscale_job_t *job);
 ngx_int_t ngx_http_flowscale_dispatch_attach(
-    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *backend);
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_str_t *backend,
+    ngx_uint_t counted);
 ngx_http_flowscale_loc_conf_t *ngx_http_flowscale_find_deployment(
     u_char *project, u_char *name);
 

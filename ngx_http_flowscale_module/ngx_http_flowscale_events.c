@@ -96,8 +96,8 @@ ngx_http_flowscale_events(ngx_http_request_t *r,
     }
 
     if (rc == NGX_DECLINED) {
-        /* not live here: the run as PostgreSQL has it */
-        return ngx_http_flowscale_send_run(r, flcf, id, NGX_HTTP_OK);
+        /* not live here: the run as PostgreSQL has it, as one event */
+        return ngx_http_flowscale_send_run_event(r, flcf, id);
     }
 
     if (!ngx_http_flowscale_view_belongs(&view, flcf)) {

@@ -18,6 +18,7 @@
 #include "ngx_http_flowscale_pg.h"
 #include "ngx_http_flowscale_dispatch.h"
 #include "ngx_http_flowscale_webhook.h"    /* webhooks */
+#include "ngx_http_flowscale_stats.h"      /* issue 7: monitoring */
 
 
 #define NGX_HTTP_FLOWSCALE_DEFAULT_DEPTH     2
@@ -190,6 +191,15 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
       offsetof(ngx_http_flowscale_loc_conf_t, key_concurrency),
       NULL },
 
+    /* issue 9: the app at L/app/ (ngx_http_flowscale_app.c) */
+
+    { ngx_string("flowscale_app"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_flowscale_app_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_loc_conf_t, app),
+      NULL },
+
     /* webhooks (ngx_http_flowscale_webhook.c) */
 
     { ngx_string("flowscale_webhook_allow"),
@@ -227,12 +237,45 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
       offsetof(ngx_http_flowscale_main_conf_t, webhook_trusted_certificate),
       NULL },
 
+    /* issue 7: monitoring pages (ngx_http_flowscale_stats.c) */
+
+    { ngx_string("flowscale_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_flowscale_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("flowscale_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_flowscale_status_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    /* issue 8: OpenAPI documents and the docs page (_openapi.c, _docs.c) */
+
+    { ngx_string("flowscale_openapi"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_flowscale_openapi_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("flowscale_docs"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
+      ngx_http_flowscale_docs_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_flowscale_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_flowscale_stats_preconfiguration,  /* preconfiguration:
+                                                   issue 7, variables */
     ngx_http_flowscale_postconfiguration,  /* postconfiguration */
 
     ngx_http_flowscale_create_main_conf,   /* create main configuration */
@@ -315,6 +358,7 @@ ngx_http_flowscale_create_loc_conf(ngx_conf_t *cf)
 
     /* API keys */
     flcf->api_key = NGX_CONF_UNSET;
+    flcf->app = NGX_CONF_UNSET_UINT;                    /* issue 9 */
     flcf->key_concurrency = NGX_CONF_UNSET_UINT;
     flcf->run_timeout = NGX_CONF_UNSET_MSEC;
     flcf->retries = NGX_CONF_UNSET_UINT;
@@ -349,6 +393,8 @@ ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* API keys */
     ngx_conf_merge_value(conf->api_key, prev->api_key, 1);
+    ngx_conf_merge_uint_value(conf->app, prev->app,          /* issue 9 */
+                              NGX_HTTP_FLOWSCALE_APP_OFF);
     ngx_conf_merge_uint_value(conf->key_concurrency, prev->key_concurrency,
                               0);
     ngx_conf_merge_msec_value(conf->run_timeout, prev->run_timeout,
@@ -385,6 +431,11 @@ ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /* issue 8: L/openapi.json, pre-rendered */
+    if (ngx_http_flowscale_openapi_deployment(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_flowscale_module);
 
     deployment = ngx_array_push(&fmcf->deployments);
@@ -405,6 +456,11 @@ ngx_http_flowscale_postconfiguration(ngx_conf_t *cf)
 
     fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_flowscale_module);
 
+    /* issue 8: the server documents and docs pages */
+    if (ngx_http_flowscale_openapi_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (fmcf->deployments.nelts == 0) {
         return NGX_OK;
     }
@@ -419,6 +475,11 @@ ngx_http_flowscale_postconfiguration(ngx_conf_t *cf)
 
     /* API keys: the access phase of deployment routes */
     if (ngx_http_flowscale_auth_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* issue 7: responses by deployment and code, in the log phase */
+    if (ngx_http_flowscale_stats_postconfiguration(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -449,6 +510,11 @@ ngx_http_flowscale_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* issue 7: counters in the zone */
+    if (ngx_http_flowscale_stats_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_flowscale_dispatch_init_process(cycle);
 }
 
@@ -457,6 +523,7 @@ static void
 ngx_http_flowscale_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_flowscale_dispatch_exit_process(cycle);
+    ngx_http_flowscale_stats_exit_process(cycle);     /* issue 7 */
     ngx_http_flowscale_webhook_exit_process(cycle);   /* webhooks */
     ngx_http_flowscale_listen_exit_process(cycle);    /* API keys */
     ngx_http_flowscale_pg_exit_process(cycle);

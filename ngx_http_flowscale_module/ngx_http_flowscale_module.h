@@ -22,6 +22,11 @@
 #define NGX_HTTP_FLOWSCALE_DEFAULT_POOL     4
 #define NGX_HTTP_FLOWSCALE_UNPROCESSABLE    422
 
+/* issue 9: flowscale_app off|on|public */
+#define NGX_HTTP_FLOWSCALE_APP_OFF        0
+#define NGX_HTTP_FLOWSCALE_APP_ON         1
+#define NGX_HTTP_FLOWSCALE_APP_PUBLIC     2
+
 
 /* where a directive was written, for messages given after parsing */
 typedef struct {
@@ -49,6 +54,9 @@ typedef struct {
     ngx_ssl_t                      *webhook_ssl;   /* one client context */
 #endif
     ngx_uint_t                      webhook_ca_loaded;
+
+    /* issue 8: flowscale_openapi and flowscale_docs locations */
+    ngx_array_t                    *openapi;       /* loc_conf_t * */
 } ngx_http_flowscale_main_conf_t;
 
 
@@ -90,6 +98,13 @@ typedef struct {
 #if (NGX_SSL)
     ngx_ssl_t                      *webhook_ssl;
 #endif
+
+    /* issue 9: the app at L/app/ (ngx_http_flowscale_app.c), inherited */
+    ngx_uint_t                      app;        /* NGX_HTTP_FLOWSCALE_APP_* */
+
+    /* issue 8: the pre-rendered OpenAPI document or docs page of this
+       location (ngx_http_flowscale_openapi.h), never inherited */
+    void                           *openapi;
 } ngx_http_flowscale_loc_conf_t;
 
 
@@ -130,6 +145,8 @@ ngx_int_t ngx_http_flowscale_create(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
 ngx_int_t ngx_http_flowscale_send_run(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_uint_t status);
+ngx_int_t ngx_http_flowscale_send_run_event(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_int_t ngx_http_flowscale_wait(ngx_http_request_t *r, ngx_str_t *id,
     ngx_msec_t ms);
 ngx_int_t ngx_http_flowscale_output(ngx_http_request_t *r,
@@ -156,6 +173,32 @@ ngx_msec_t ngx_http_flowscale_health_interval(
     ngx_http_upstream_srv_conf_t *uscf);
 fs_input_t *ngx_http_flowscale_find_input(fs_deployment_t *d,
     const char *name);
+
+
+/* issue 9: the app (ngx_http_flowscale_app.c, _gradio.c) */
+typedef ngx_int_t (*ngx_http_flowscale_created_pt)(ngx_http_request_t *r,
+    ngx_str_t *id);
+ngx_int_t ngx_http_flowscale_create_then(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_http_flowscale_created_pt created);
+char *ngx_http_flowscale_app_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_flowscale_app(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *rest);
+ngx_int_t ngx_http_flowscale_gradio(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *rest);
+
+
+/* issue 8: OpenAPI documents and the docs page (_openapi.c, _docs.c) */
+char *ngx_http_flowscale_openapi_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_flowscale_docs_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_flowscale_openapi_deployment(ngx_conf_t *cf,
+    ngx_http_flowscale_loc_conf_t *flcf);
+ngx_int_t ngx_http_flowscale_openapi_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_flowscale_openapi_send(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf);
 
 
 /* API keys: ngx_http_flowscale_auth.h has the rest */

@@ -15,6 +15,7 @@
 
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_pg.h"
+#include "ngx_http_flowscale_stats.h"      /* issue 7 */
 
 
 #define NGX_HTTP_FLOWSCALE_MAX_POOL         64
@@ -861,6 +862,8 @@ static void
 ngx_http_flowscale_pg_complete(ngx_http_flowscale_pg_query_t *q,
     PGresult *res, const char *error)
 {
+    ngx_http_flowscale_stats_db_result(res);    /* issue 7: db errors */
+
     if (!q->canceled) {
         q->done(q->data, res, error);
     }

@@ -193,5 +193,5 @@ ngx_http_flowscale_recover_run(PGresult *res, int row)
         return;
     }
 
-    (void) ngx_http_flowscale_dispatch_attach(flcf, &id, &backend);
+    (void) ngx_http_flowscale_dispatch_attach(flcf, &id, &backend, 0);
 }

@@ -50,6 +50,8 @@ static ngx_int_t ngx_http_flowscale_send_view(ngx_http_request_t *r,
     ngx_uint_t status);
 static ngx_int_t ngx_http_flowscale_read_pg(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_uint_t status);
+static ngx_int_t ngx_http_flowscale_send_view_event(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v);
 static void ngx_http_flowscale_read_done(void *data, PGresult *res,
     const char *error);
 static void ngx_http_flowscale_read_cleanup(void *data);
@@ -74,6 +76,47 @@ static ngx_uint_t
 ngx_http_flowscale_is_finished(ngx_http_flowscale_status_e s)
 {
     return s >= NGX_HTTP_FLOWSCALE_SUCCEEDED;
+}
+
+
+/*
+ * The event stream of a run read from PostgreSQL: its state as one event
+ * (for a finished run, the final event carrying it), then the end.
+ */
+
+ngx_int_t
+ngx_http_flowscale_send_run_event(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id)
+{
+    return ngx_http_flowscale_read_pg(r, flcf, id, 0);
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_send_view_event(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v)
+{
+    u_char     *p;
+    ngx_str_t   run, body;
+
+    static ngx_str_t  type = ngx_string("text/event-stream");
+
+    if (ngx_http_flowscale_render_run(r->pool, flcf, v, &run) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.data = ngx_pnalloc(r->pool, run.len + 64);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    run.len--;                                  /* its newline */
+
+    p = ngx_sprintf(body.data, "event: %s\ndata: %V\n\n",
+                    ngx_http_flowscale_status_name(v->run.status), &run);
+    body.len = p - body.data;
+
+    return ngx_http_flowscale_send_json(r, NGX_HTTP_OK, &type, &body);
 }
 
 
@@ -555,6 +598,13 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
                               PQgetlength(res, 0, 8));
     v.run.finished = ngx_atoof((u_char *) PQgetvalue(res, 0, 9),
                                PQgetlength(res, 0, 9));
+
+    if (ctx->status == 0) {
+        /* GET L/runs/ID/events of a run this nginx no longer holds */
+        rc = ngx_http_flowscale_send_view_event(r, ctx->flcf, &v);
+        ngx_http_flowscale_finalize(r, rc);
+        return;
+    }
 
     if (ctx->status == NGX_HTTP_OK && !ngx_http_flowscale_is_finished(st)) {
         ctx->status = NGX_HTTP_ACCEPTED;

@@ -13,6 +13,7 @@
 
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_auth.h"
+#include "ngx_http_flowscale_stats.h"      /* issue 7 */
 
 
 static ngx_int_t ngx_http_flowscale_runs_evict(ngx_http_flowscale_zone_t *z);
@@ -253,6 +254,7 @@ ngx_http_flowscale_runs_insert(ngx_http_flowscale_zone_t *z, ngx_str_t *id,
 
     ngx_rbtree_insert(&z->sh->rbtree, &run->node);
     ngx_queue_init(&run->queue);
+    ngx_queue_init(&run->flight);
 
     ngx_http_flowscale_runs_changed(z);
 
@@ -288,6 +290,28 @@ ngx_http_flowscale_runs_set_json(ngx_http_flowscale_zone_t *z,
 }
 
 
+/* a worker follows the run on a backend: if that worker dies, it is seen */
+
+void
+ngx_http_flowscale_runs_flying(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run)
+{
+    if (ngx_queue_empty(&run->flight)) {
+        ngx_queue_insert_tail(&z->sh->inflight, &run->flight);
+    }
+}
+
+
+void
+ngx_http_flowscale_runs_landed(ngx_http_flowscale_run_t *run)
+{
+    if (!ngx_queue_empty(&run->flight)) {
+        ngx_queue_remove(&run->flight);
+        ngx_queue_init(&run->flight);
+    }
+}
+
+
 /*
  * The gateway queue, with the count of each deployment's runs in it for
  * flowscale_queue_size.  With the lock held.
@@ -299,26 +323,25 @@ ngx_http_flowscale_runs_enqueue(ngx_http_flowscale_zone_t *z,
 {
     ngx_http_flowscale_deployment_state_t  *ds;
 
-    if (run->pending) {
+    ds = ngx_http_flowscale_runs_deployment_of(z, run);
+
+    if (run->pending || ds == NULL) {
         return;
     }
 
+    ngx_http_flowscale_runs_landed(run);
+
     if (head) {
-        ngx_queue_insert_head(&z->sh->pending, &run->queue);
-        run->ticket = --z->sh->head_ticket;
+        ngx_queue_insert_head(&ds->pending, &run->queue);
+        run->ticket = --ds->head_ticket;
 
     } else {
-        ngx_queue_insert_tail(&z->sh->pending, &run->queue);
-        run->ticket = ++z->sh->tail_ticket;
+        ngx_queue_insert_tail(&ds->pending, &run->queue);
+        run->ticket = ++ds->tail_ticket;
     }
 
     run->pending = 1;
-    z->sh->npending++;
-
-    ds = ngx_http_flowscale_runs_deployment_of(z, run);
-    if (ds) {
-        ds->queued++;
-    }
+    ds->queued++;
 
     z->sh->queue_seq++;
     ngx_http_flowscale_runs_touch(z, run);
@@ -338,7 +361,6 @@ ngx_http_flowscale_runs_dequeue(ngx_http_flowscale_zone_t *z,
     ngx_queue_remove(&run->queue);
     ngx_queue_init(&run->queue);
     run->pending = 0;
-    z->sh->npending--;
 
     ds = ngx_http_flowscale_runs_deployment_of(z, run);
     if (ds && ds->queued) {
@@ -381,6 +403,8 @@ ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
         ngx_queue_remove(&run->queue);
     }
 
+    ngx_http_flowscale_runs_landed(run);
+
     run->status = status;
     run->finished = ngx_http_flowscale_now_ms();
 
@@ -399,6 +423,7 @@ ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
                      ? (ds->run_ms * 7 + (run->finished - run->started)) / 8
                      : run->finished - run->started;
     }
+    ngx_http_flowscale_stats_run_end(z, ds, run);   /* issue 7: metrics */
     run->owner = 0;
     run->cancel = 0;
 
@@ -580,13 +605,19 @@ ngx_uint_t
 ngx_http_flowscale_runs_position(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run)
 {
-    ngx_uint_t   n;
-    ngx_queue_t *q, *pending;
+    ngx_uint_t                              n;
+    ngx_queue_t                            *q, *pending;
+    ngx_http_flowscale_deployment_state_t  *ds;
 
-    pending = &z->sh->pending;
+    ds = ngx_http_flowscale_runs_deployment_of(z, run);
+    if (ds == NULL) {
+        return 0;
+    }
+
+    pending = &ds->pending;
     n = 0;
 
-    if (run->ticket - z->sh->head_ticket <= z->sh->tail_ticket - run->ticket) {
+    if (run->ticket - ds->head_ticket <= ds->tail_ticket - run->ticket) {
         for (q = ngx_queue_head(pending); q != &run->queue;
              q = ngx_queue_next(q))
         {
@@ -601,7 +632,7 @@ ngx_http_flowscale_runs_position(ngx_http_flowscale_zone_t *z,
         n++;
     }
 
-    return z->sh->npending - n;
+    return ds->queued - n;
 }
 
 
@@ -692,6 +723,7 @@ ngx_http_flowscale_runs_deployment(ngx_http_flowscale_zone_t *z,
     ngx_memzero(ds, sizeof(ngx_http_flowscale_deployment_state_t));
     ngx_memcpy(ds->name, name->data, name->len);
     ngx_memcpy(ds->project, project->data, project->len);
+    ngx_queue_init(&ds->pending);
 
     return ds;
 }

@@ -53,6 +53,7 @@ typedef struct {
 typedef struct {
     ngx_rbtree_node_t               node;       /* key: hash of the id */
     ngx_queue_t                     queue;      /* pending, or finished */
+    ngx_queue_t                     flight;     /* handed to a backend */
 
     u_char                          id[NGX_HTTP_FLOWSCALE_RUN_ID_LEN];
     u_char                          project[65];
@@ -123,7 +124,10 @@ typedef struct {
     uint64_t                        known;      /* bit i: backends[i] read */
     u_char                          reason[160];
 
-    ngx_uint_t                      queued;     /* in the gateway queue */
+    ngx_queue_t                     pending;    /* its gateway queue */
+    ngx_uint_t                      queued;     /* runs in it */
+    int64_t                         head_ticket;
+    int64_t                         tail_ticket;
     int64_t                         run_ms;     /* moving average */
 } ngx_http_flowscale_deployment_state_t;
 
@@ -131,15 +135,12 @@ typedef struct {
 typedef struct {
     ngx_rbtree_t                    rbtree;
     ngx_rbtree_node_t               sentinel;
-    ngx_queue_t                     pending;    /* oldest first */
     ngx_queue_t                     finished;   /* oldest first, evictable */
+    ngx_queue_t                     inflight;   /* runs with an owner */
 
     ngx_atomic_t                    changes;    /* bumped on every change */
 
-    uint64_t                        queue_seq;  /* the gateway queue moved */
-    ngx_uint_t                      npending;   /* runs in the queue */
-    int64_t                         head_ticket;
-    int64_t                         tail_ticket;
+    uint64_t                        queue_seq;  /* a gateway queue moved */
 
     /* which runs changed, so workers wake only what watches them */
     uint64_t                        change_seq;
@@ -162,6 +163,10 @@ typedef struct {
     /* API keys: the key cache and per-key counters, allocated on first use
      * by ngx_http_flowscale_auth.c */
     void                           *auth;
+
+    /* issue 7: counters and the registry's flags, allocated on first use
+     * by ngx_http_flowscale_stats.c */
+    void                           *stats;
 } ngx_http_flowscale_shctx_t;
 
 
@@ -208,6 +213,9 @@ ngx_int_t ngx_http_flowscale_runs_view(ngx_http_flowscale_zone_t *z,
     u_char *id, size_t len, ngx_pool_t *pool,
     ngx_http_flowscale_run_view_t *view);
 
+void ngx_http_flowscale_runs_flying(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run);
+void ngx_http_flowscale_runs_landed(ngx_http_flowscale_run_t *run);
 ngx_uint_t ngx_http_flowscale_runs_position(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run);
 ngx_int_t ngx_http_flowscale_runs_events(ngx_http_flowscale_zone_t *z,

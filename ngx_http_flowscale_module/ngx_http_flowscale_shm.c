@@ -161,8 +161,8 @@ ngx_http_flowscale_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
                     ngx_http_flowscale_runs_rbtree_insert);
-    ngx_queue_init(&zone->sh->pending);
     ngx_queue_init(&zone->sh->finished);
+    ngx_queue_init(&zone->sh->inflight);
 
     len = sizeof(" in flowscale_zone \"\"") + shm_zone->shm.name.len;
 
