@@ -68,6 +68,7 @@ cp -r "$top/conf/workflows" "$run/nginx/conf/workflows"
 sed -e "s|^load_module .*|load_module $module;|" \
     -e "s|port=5432 |port=$pg_port |" \
     -e "s|listen 8080;|listen $port;|" \
+    -e "s|assets=swagger-ui;|assets=$top/build/npm/node_modules/swagger-ui-dist;|" \
     -e "/^        server 127.0.0.1:818[89];/d" \
     -e "s|^    upstream comfyui {|&\n$servers|" \
     "$top/conf/nginx.conf" > "$run/nginx/conf/nginx.conf"
@@ -98,7 +99,13 @@ FlowScale is up on http://localhost:$port
   Then: GET the run's outputs[...].url (with the same key) for the PNG, or
   GET /v1/txt2img/runs/ID/events for live progress.
 
-  Not in this build yet: API docs and the app page.
+  API docs (Swagger UI; "Authorize" with the key above, then "Try it out"):
+      http://localhost:$port/docs/          (document: /openapi.json)
+
+  The shareable app pages (public: no key needed):
+      http://localhost:$port/v1/txt2img/app/
+      http://localhost:$port/v1/invert/app/
+
   Logs: $run/nginx/logs/error.log   Ctrl-C stops everything.
 MSG
 

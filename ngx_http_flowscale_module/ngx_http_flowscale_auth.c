@@ -400,6 +400,25 @@ ngx_http_flowscale_auth_route(ngx_http_request_t *r,
         return r->method == NGX_HTTP_POST;
     }
 
+#define ngx_http_flowscale_gradio_api  "/app/gradio_api/"
+
+    /*
+     * flowscale_app on: the Gradio protocol creates and reads runs, so it
+     * needs a key as the API does; only its description stays open.
+     */
+    if (flcf->app == NGX_HTTP_FLOWSCALE_APP_ON
+        && rest.len > sizeof(ngx_http_flowscale_gradio_api) - 1
+        && ngx_strncmp(rest.data, ngx_http_flowscale_gradio_api,
+                       sizeof(ngx_http_flowscale_gradio_api) - 1) == 0)
+    {
+        rest.data += sizeof(ngx_http_flowscale_gradio_api) - 1;
+        rest.len -= sizeof(ngx_http_flowscale_gradio_api) - 1;
+
+        return !(rest.len >= 4 && ngx_strncmp(rest.data, "info", 4) == 0);
+    }
+
+#undef ngx_http_flowscale_gradio_api
+
     return rest.len >= sizeof("/runs") - 1
            && ngx_strncmp(rest.data, "/runs", sizeof("/runs") - 1) == 0
            && (rest.len == sizeof("/runs") - 1

@@ -1875,7 +1875,8 @@ ngx_http_flowscale_kick(void)
             "'filename', f.filename, 'content_type', f.content_type, "
             "'data', encode(f.data, 'base64'))) "
             "FROM flowscale.run_files f WHERE f.run_id = r.id), '[]') "
-            "FROM flowscale.runs r WHERE r.id = $1 AND r.status = 'queued'",
+            "FROM flowscale.runs r WHERE r.id = $1 "
+            "AND r.status IN ('queued', 'running')",
             1, params, NULL, ngx_http_flowscale_fetched, job, job->log);
 
         if (job->query == NULL) {
@@ -1906,7 +1907,11 @@ ngx_http_flowscale_fetched(void *data, PGresult *res, const char *error)
     }
 
     if (PQntuples(res) == 0) {
-        /* canceled or finished meanwhile: nothing to do */
+        /*
+         * Canceled or finished meanwhile: nothing to do.  ("running" is
+         * fine: a run that lost its backend may still be marked so while
+         * its "queued again" update is on its way.)
+         */
         ngx_http_flowscale_release(job->link);
         ngx_http_flowscale_job_free(job);
         return;
