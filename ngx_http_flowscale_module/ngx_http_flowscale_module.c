@@ -70,6 +70,13 @@ static ngx_conf_num_bounds_t  ngx_http_flowscale_depth_bounds = {
 
 static ngx_command_t  ngx_http_flowscale_commands[] = {
 
+    { ngx_string("flowscale_least_jobs"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_NOARGS,
+      ngx_http_flowscale_least_jobs,
+      0,
+      0,
+      NULL },
+
     { ngx_string("flowscale_backend_depth"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,

@@ -120,6 +120,8 @@ ngx_int_t ngx_http_flowscale_zone_default(ngx_conf_t *cf,
 
 char *ngx_http_flowscale_database(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_flowscale_least_jobs(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 ngx_int_t ngx_http_flowscale_read_conf_file(ngx_conf_t *cf, ngx_str_t *name,
     ngx_str_t *text);
