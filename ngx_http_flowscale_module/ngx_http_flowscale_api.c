@@ -272,19 +272,16 @@ ngx_http_flowscale_describe(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_flowscale_not_allowed(ngx_http_request_t *r, const char *allow)
 {
-    ngx_table_elt_t  *h;
+    ngx_str_t  value;
 
     ngx_http_discard_request_body(r);
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    value.data = (u_char *) allow;
+    value.len = ngx_strlen(allow);
+
+    if (ngx_http_flowscale_add_header(r, "Allow", &value) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    h->value.data = (u_char *) allow;
-    h->value.len = ngx_strlen(allow);
 
     return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_ALLOWED,
                "method-not-allowed", "Method Not Allowed",

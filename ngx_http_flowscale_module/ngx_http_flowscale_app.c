@@ -219,26 +219,18 @@ static ngx_int_t
 ngx_http_flowscale_app_static(ngx_http_request_t *r, const char *type,
     u_char *data, size_t len)
 {
-    ngx_str_t         body, ct;
-    ngx_table_elt_t  *h;
+    ngx_str_t  body, ct;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    static ngx_str_t  no_cache = ngx_string("no-cache");
+    static ngx_str_t  nosniff = ngx_string("nosniff");
+
+    if (ngx_http_flowscale_add_header(r, "Cache-Control", &no_cache) != NGX_OK
+        || ngx_http_flowscale_add_header(r, "X-Content-Type-Options",
+                                         &nosniff)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-cache");
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Content-Type-Options");
-    ngx_str_set(&h->value, "nosniff");
 
     body.data = data;
     body.len = len;

@@ -121,8 +121,6 @@ static uint64_t ngx_http_flowscale_rng(void *data);
 static ngx_int_t ngx_http_flowscale_uuid7(ngx_pool_t *pool, ngx_str_t *id);
 static ngx_msec_t ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
-static ngx_table_elt_t *ngx_http_flowscale_header(ngx_http_request_t *r,
-    const char *name);
 static time_t ngx_http_flowscale_queue_full(
     ngx_http_flowscale_loc_conf_t *flcf);
 static ngx_int_t ngx_http_flowscale_request_hash(
@@ -245,7 +243,7 @@ ngx_http_flowscale_create_then(ngx_http_request_t *r,
                    (char *) detail);
     }
 
-    h = ngx_http_flowscale_header(r, "Idempotency-Key");
+    h = ngx_http_flowscale_header_in(r, "Idempotency-Key");
 
     if (h) {
         for (p = h->value.data; p < h->value.data + h->value.len; p++) {
@@ -1133,85 +1131,29 @@ ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
 {
     u_char           *p, *last;
     ngx_int_t         n;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-    ngx_uint_t        i;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return 0;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != 6
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "prefer", 6) != 0)
-        {
-            continue;
-        }
-
-        p = ngx_strcasestrn(h[i].value.data, "wait=", 5 - 1);
-        if (p == NULL) {
-            continue;
-        }
-
-        p += 5;
-        last = p;
-
-        while (last < h[i].value.data + h[i].value.len
-               && *last >= '0' && *last <= '9')
-        {
-            last++;
-        }
-
-        n = ngx_atoi(p, last - p);
-        if (n <= 0) {
-            return 0;
-        }
-
-        return ngx_min((ngx_msec_t) n * 1000, flcf->max_wait);
-    }
-}
-
-
-static ngx_table_elt_t *
-ngx_http_flowscale_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
+    h = ngx_http_flowscale_header_in(r, "Prefer");
+    if (h == NULL) {
+        return 0;
     }
+
+    p = ngx_strcasestrn(h->value.data, "wait=", 5 - 1);
+    if (p == NULL) {
+        return 0;
+    }
+
+    p += 5;
+    last = p;
+
+    while (last < h->value.data + h->value.len && *last >= '0' && *last <= '9')
+    {
+        last++;
+    }
+
+    n = ngx_atoi(p, last - p);
+
+    return n > 0 ? ngx_min((ngx_msec_t) n * 1000, flcf->max_wait) : 0;
 }
 
 

@@ -70,6 +70,8 @@ static uint64_t              ngx_http_flowscale_streams_queue_seq;
 static ngx_connection_t      ngx_http_flowscale_streams_dummy = { .fd = -1 };
 
 static ngx_str_t  ngx_http_flowscale_sse_type = ngx_string("text/event-stream");
+static ngx_str_t  ngx_http_flowscale_no_cache = ngx_string("no-cache");
+static ngx_str_t  ngx_http_flowscale_no = ngx_string("no");
 
 static const char  *ngx_http_flowscale_event_names[] = {
     "", "started", "progress", "output", ""
@@ -81,7 +83,6 @@ ngx_http_flowscale_events(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id)
 {
     ngx_int_t                       rc;
-    ngx_table_elt_t                *h;
     ngx_pool_cleanup_t             *cln;
     ngx_http_flowscale_zone_t      *z;
     ngx_http_flowscale_stream_t    *st;
@@ -108,25 +109,18 @@ ngx_http_flowscale_events(ngx_http_request_t *r,
 
     st = ngx_pcalloc(r->pool, sizeof(ngx_http_flowscale_stream_t));
     cln = ngx_pool_cleanup_add(r->pool, 0);
-    h = ngx_list_push(&r->headers_out.headers);
-
-    if (st == NULL || cln == NULL || h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-cache");
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
     /* proxies in front must pass events on at once */
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Accel-Buffering");
-    ngx_str_set(&h->value, "no");
+    if (st == NULL || cln == NULL
+        || ngx_http_flowscale_add_header(r, "Cache-Control",
+                                         &ngx_http_flowscale_no_cache)
+           != NGX_OK
+        || ngx_http_flowscale_add_header(r, "X-Accel-Buffering",
+                                         &ngx_http_flowscale_no)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_type = ngx_http_flowscale_sse_type;
@@ -623,31 +617,10 @@ static uint32_t
 ngx_http_flowscale_last_event_id(ngx_http_request_t *r)
 {
     ngx_int_t         n;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_http_flowscale_header_in(r, "Last-Event-ID");
+    n = h ? ngx_atoi(h->value.data, h->value.len) : 0;
 
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return 0;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Last-Event-ID") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Last-Event-ID",
-                               h[i].key.len) == 0)
-        {
-            n = ngx_atoi(h[i].value.data, h[i].value.len);
-            return n > 0 ? (uint32_t) n : 0;
-        }
-    }
+    return n > 0 ? (uint32_t) n : 0;
 }

@@ -1342,11 +1342,13 @@ ngx_http_flowscale_gr_stream(ngx_http_request_t *r,
 {
     ngx_int_t                         rc;
     ngx_uint_t                        finished;
-    ngx_table_elt_t                  *h;
     ngx_pool_cleanup_t               *cln;
     ngx_http_flowscale_gr_sh_t       *sh;
     ngx_http_flowscale_gr_stream_t   *st;
     ngx_http_flowscale_gr_session_t  *s;
+
+    static ngx_str_t  no_cache = ngx_string("no-cache");
+    static ngx_str_t  no = ngx_string("no");
 
     if (hash->len == 0 || hash->len > NGX_HTTP_FLOWSCALE_GR_HASH_MAX) {
         return ngx_http_flowscale_gr_detail(r, NGX_HTTP_BAD_REQUEST,
@@ -1387,23 +1389,12 @@ ngx_http_flowscale_gr_stream(ngx_http_request_t *r,
     cln->handler = ngx_http_flowscale_gr_stream_cleanup;
     cln->data = st;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_flowscale_add_header(r, "Cache-Control", &no_cache) != NGX_OK
+        || ngx_http_flowscale_add_header(r, "X-Accel-Buffering", &no)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-cache");
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Accel-Buffering");
-    ngx_str_set(&h->value, "no");
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_type = ngx_http_flowscale_gr_sse_type;

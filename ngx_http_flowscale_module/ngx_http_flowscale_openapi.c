@@ -34,8 +34,6 @@ static ngx_int_t ngx_http_flowscale_openapi_render(ngx_conf_t *cf,
     size_t n);
 static ngx_int_t ngx_http_flowscale_openapi_server_doc(ngx_conf_t *cf,
     ngx_http_flowscale_openapi_conf_t *oc, ngx_array_t *deployments);
-static ngx_table_elt_t *ngx_http_flowscale_openapi_header(
-    ngx_http_request_t *r, const char *name);
 
 
 static ngx_str_t  ngx_http_flowscale_openapi_type =
@@ -390,7 +388,7 @@ ngx_http_flowscale_openapi_write(ngx_http_request_t *r,
     https = r->connection->ssl ? 1 : 0;
 #endif
 
-    h = ngx_http_flowscale_openapi_header(r, "X-Forwarded-Proto");
+    h = ngx_http_flowscale_header_in(r, "X-Forwarded-Proto");
 
     if (h && h->value.len == 5
         && ngx_strncasecmp(h->value.data, (u_char *) "https", 5) == 0)
@@ -473,34 +471,3 @@ ngx_http_flowscale_openapi_write(ngx_http_request_t *r,
 }
 
 
-static ngx_table_elt_t *
-ngx_http_flowscale_openapi_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}

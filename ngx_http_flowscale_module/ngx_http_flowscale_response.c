@@ -128,16 +128,11 @@ ngx_http_flowscale_problem_errors(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t
 ngx_http_flowscale_unavailable(ngx_http_request_t *r)
 {
-    ngx_table_elt_t  *h;
+    static ngx_str_t  retry = ngx_string("5");
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_flowscale_add_header(r, "Retry-After", &retry) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    ngx_str_set(&h->value, "5");
 
     return ngx_http_flowscale_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                "database-unavailable", "Service Unavailable",
@@ -189,4 +184,61 @@ ngx_http_flowscale_finalize(ngx_http_request_t *r, ngx_int_t rc)
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
+}
+
+
+/* an output header; the value must live as long as the request */
+
+ngx_int_t
+ngx_http_flowscale_add_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+/* a request header by name, or NULL */
+
+ngx_table_elt_t *
+ngx_http_flowscale_header_in(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
 }
