@@ -391,10 +391,6 @@ subtest 'the database goes away and comes back' => sub {
 };
 
 subtest 'flowscale_key_concurrency' => sub {
-    plan skip_all => 'POST L does not count runs per key yet (the '
-                     . 'integration in ngx_http_flowscale_create.c and '
-                     . '_dispatch.c); FLOWSCALE_TEST_KEY_LIMIT=1 to run'
-        unless $ENV{FLOWSCALE_TEST_KEY_LIMIT};
     FlowScale::Fixture::sim_faults('sim1', { slow => 2 });
     my %h = (Authorization => "Bearer $keys{demo2}");
     my $first = $ng->post_json('/v1/limited', { inputs => { prompt => 'a' } },
