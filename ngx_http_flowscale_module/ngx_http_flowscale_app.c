@@ -90,6 +90,35 @@ ngx_http_flowscale_app_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /* rest: "/app" or "/app/..." */
 
+static ngx_str_t  ngx_http_flowscale_app_any = ngx_string("*");
+
+
+static ngx_int_t
+ngx_http_flowscale_app_preflight(ngx_http_request_t *r)
+{
+    static ngx_str_t  methods = ngx_string("GET, HEAD, POST, OPTIONS");
+    static ngx_str_t  headers = ngx_string(
+        "Content-Type, Authorization, X-API-Key, x-gradio-user");
+    static ngx_str_t  age = ngx_string("86400");
+
+    if (ngx_http_flowscale_add_header(r, "Access-Control-Allow-Methods",
+                                      &methods) != NGX_OK
+        || ngx_http_flowscale_add_header(r, "Access-Control-Allow-Headers",
+                                         &headers) != NGX_OK
+        || ngx_http_flowscale_add_header(r, "Access-Control-Max-Age", &age)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
+}
+
+
 ngx_int_t
 ngx_http_flowscale_app(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *rest)
@@ -107,6 +136,23 @@ ngx_http_flowscale_app(ngx_http_request_t *r,
         return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
                    "Not Found", "This deployment has no app "
                    "(flowscale_app off).");
+    }
+
+    /*
+     * Gradio's browser client may live on another origin: its preflights
+     * are answered here, and every answer may be read cross-origin (keys
+     * travel in headers, never in cookies).
+     */
+    if (ngx_http_flowscale_add_header(r, "Access-Control-Allow-Origin",
+                                      &ngx_http_flowscale_app_any)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (r->method == NGX_HTTP_OPTIONS) {
+        ngx_http_discard_request_body(r);
+        return ngx_http_flowscale_app_preflight(r);
     }
 
     if (rest->len == sizeof("/app") - 1) {

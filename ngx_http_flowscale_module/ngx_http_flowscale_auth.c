@@ -389,7 +389,8 @@ ngx_http_flowscale_auth_route(ngx_http_request_t *r,
 {
     ngx_str_t  rest;
 
-    if (r->uri.len < flcf->location.len) {
+    if (r->uri.len < flcf->location.len || r->method == NGX_HTTP_OPTIONS) {
+        /* preflights carry no key */
         return 0;
     }
 
