@@ -1831,12 +1831,11 @@ ngx_http_flowscale_kick(void)
             dst = ngx_http_flowscale_runs_deployment(ds->zone, &flcf->project,
                                                      &flcf->name);
 
-            if (dst == NULL || ngx_queue_empty(&dst->pending)) {
+            run = dst ? ngx_http_flowscale_runs_next(dst) : NULL;
+
+            if (run == NULL) {
                 continue;
             }
-
-            run = ngx_queue_data(ngx_queue_head(&dst->pending),
-                                 ngx_http_flowscale_run_t, queue);
 
             /* no room: that queue stays as it is, untouched */
             link = ngx_http_flowscale_reserve_locked(flcf, run);
@@ -1850,7 +1849,7 @@ ngx_http_flowscale_kick(void)
         ds->turn = (ds->turn + i) % n;
 
         /* take it out now, so no other worker hands it out too */
-        ngx_http_flowscale_runs_dequeue(ds->zone, run);
+        ngx_http_flowscale_runs_take(ds->zone, run);
 
         ngx_memcpy(buf, run->id, NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
         buf[NGX_HTTP_FLOWSCALE_RUN_ID_LEN] = '\0';

@@ -321,6 +321,8 @@ void
 ngx_http_flowscale_runs_enqueue(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run, ngx_uint_t head)
 {
+    ngx_queue_t                            *q;
+    ngx_http_flowscale_lane_t              *lane;
     ngx_http_flowscale_deployment_state_t  *ds;
 
     ds = ngx_http_flowscale_runs_deployment_of(z, run);
@@ -329,18 +331,56 @@ ngx_http_flowscale_runs_enqueue(ngx_http_flowscale_zone_t *z,
         return;
     }
 
+    lane = NULL;
+
+    for (q = ngx_queue_head(&ds->lanes);
+         q != ngx_queue_sentinel(&ds->lanes);
+         q = ngx_queue_next(q))
+    {
+        lane = ngx_queue_data(q, ngx_http_flowscale_lane_t, link);
+
+        if (ngx_strcmp(lane->key_id, run->key_id) == 0) {
+            break;
+        }
+
+        lane = NULL;
+    }
+
+    if (lane == NULL) {
+        lane = ngx_http_flowscale_runs_alloc(z,
+                                         sizeof(ngx_http_flowscale_lane_t));
+        if (lane == NULL) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "flowscale: the zone is full; run %*s waits in "
+                          "PostgreSQL", (size_t) NGX_HTTP_FLOWSCALE_RUN_ID_LEN,
+                          run->id);
+            return;
+        }
+
+        ngx_memzero(lane, sizeof(ngx_http_flowscale_lane_t));
+        ngx_queue_init(&lane->runs);
+        ngx_cpystrn(lane->key_id, run->key_id, sizeof(lane->key_id));
+        ngx_queue_insert_tail(&ds->lanes, &lane->link);
+    }
+
     ngx_http_flowscale_runs_landed(run);
 
     if (head) {
-        ngx_queue_insert_head(&ds->pending, &run->queue);
-        run->ticket = --ds->head_ticket;
+        /* it was next: its lane is served first again */
+        ngx_queue_insert_head(&lane->runs, &run->queue);
+        run->ticket = --lane->head_ticket;
+
+        ngx_queue_remove(&lane->link);
+        ngx_queue_insert_head(&ds->lanes, &lane->link);
 
     } else {
-        ngx_queue_insert_tail(&ds->pending, &run->queue);
-        run->ticket = ++ds->tail_ticket;
+        ngx_queue_insert_tail(&lane->runs, &run->queue);
+        run->ticket = ++lane->tail_ticket;
     }
 
+    run->lane = lane;
     run->pending = 1;
+    lane->n++;
     ds->queued++;
 
     z->sh->queue_seq++;
@@ -352,15 +392,24 @@ void
 ngx_http_flowscale_runs_dequeue(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run)
 {
+    ngx_http_flowscale_lane_t              *lane;
     ngx_http_flowscale_deployment_state_t  *ds;
 
     if (!run->pending) {
         return;
     }
 
+    lane = run->lane;
+
     ngx_queue_remove(&run->queue);
     ngx_queue_init(&run->queue);
     run->pending = 0;
+    run->lane = NULL;
+
+    if (--lane->n == 0) {
+        ngx_queue_remove(&lane->link);
+        ngx_slab_free_locked(z->shpool, lane);
+    }
 
     ds = ngx_http_flowscale_runs_deployment_of(z, run);
     if (ds && ds->queued) {
@@ -369,6 +418,46 @@ ngx_http_flowscale_runs_dequeue(ngx_http_flowscale_zone_t *z,
 
     z->sh->queue_seq++;
     ngx_http_flowscale_runs_touch(z, run);
+}
+
+
+/* the run to serve next: the oldest of the lane whose turn it is */
+
+ngx_http_flowscale_run_t *
+ngx_http_flowscale_runs_next(ngx_http_flowscale_deployment_state_t *ds)
+{
+    ngx_http_flowscale_lane_t  *lane;
+
+    if (ngx_queue_empty(&ds->lanes)) {
+        return NULL;
+    }
+
+    lane = ngx_queue_data(ngx_queue_head(&ds->lanes),
+                          ngx_http_flowscale_lane_t, link);
+
+    return ngx_queue_data(ngx_queue_head(&lane->runs),
+                          ngx_http_flowscale_run_t, queue);
+}
+
+
+/* the next run goes to a backend: its lane waits for the others' turn */
+
+void
+ngx_http_flowscale_runs_take(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run)
+{
+    ngx_http_flowscale_lane_t              *lane;
+    ngx_http_flowscale_deployment_state_t  *ds;
+
+    lane = run->lane;
+    ds = ngx_http_flowscale_runs_deployment_of(z, run);
+
+    if (lane && lane->n > 1 && ds) {
+        ngx_queue_remove(&lane->link);
+        ngx_queue_insert_tail(&ds->lanes, &lane->link);
+    }
+
+    ngx_http_flowscale_runs_dequeue(z, run);
 }
 
 
@@ -605,34 +694,68 @@ ngx_uint_t
 ngx_http_flowscale_runs_position(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run)
 {
-    ngx_uint_t                              n;
-    ngx_queue_t                            *q, *pending;
+    ngx_uint_t                              k, n, ahead, position;
+    ngx_queue_t                            *q;
+    ngx_http_flowscale_lane_t              *lane, *other;
     ngx_http_flowscale_deployment_state_t  *ds;
 
+    lane = run->lane;
     ds = ngx_http_flowscale_runs_deployment_of(z, run);
-    if (ds == NULL) {
+
+    if (lane == NULL || ds == NULL) {
         return 0;
     }
 
-    pending = &ds->pending;
+    /* k: its place in its lane, counted from the nearer end */
     n = 0;
 
-    if (run->ticket - ds->head_ticket <= ds->tail_ticket - run->ticket) {
-        for (q = ngx_queue_head(pending); q != &run->queue;
+    if (run->ticket - lane->head_ticket <= lane->tail_ticket - run->ticket) {
+        for (q = ngx_queue_head(&lane->runs); q != &run->queue;
              q = ngx_queue_next(q))
         {
             n++;
         }
 
-        return n + 1;
+        k = n + 1;
+
+    } else {
+        for (q = ngx_queue_last(&lane->runs); q != &run->queue;
+             q = ngx_queue_prev(q))
+        {
+            n++;
+        }
+
+        k = lane->n - n;
     }
 
-    for (q = ngx_queue_last(pending); q != &run->queue; q = ngx_queue_prev(q))
+    /*
+     * Lanes are served in turn from the head of the ring: before the run
+     * go k - 1 runs of every lane (or all of a shorter one), and the k-th
+     * run of each lane ahead of its own.
+     */
+    position = 1;
+    ahead = 1;
+
+    for (q = ngx_queue_head(&ds->lanes);
+         q != ngx_queue_sentinel(&ds->lanes);
+         q = ngx_queue_next(q))
     {
-        n++;
+        other = ngx_queue_data(q, ngx_http_flowscale_lane_t, link);
+
+        if (other == lane) {
+            position += k - 1;
+            ahead = 0;
+            continue;
+        }
+
+        position += ngx_min(other->n, k - 1);
+
+        if (ahead && other->n >= k) {
+            position++;
+        }
     }
 
-    return ds->queued - n;
+    return position;
 }
 
 
@@ -723,7 +846,7 @@ ngx_http_flowscale_runs_deployment(ngx_http_flowscale_zone_t *z,
     ngx_memzero(ds, sizeof(ngx_http_flowscale_deployment_state_t));
     ngx_memcpy(ds->name, name->data, name->len);
     ngx_memcpy(ds->project, project->data, project->len);
-    ngx_queue_init(&ds->pending);
+    ngx_queue_init(&ds->lanes);
 
     return ds;
 }

@@ -39,6 +39,20 @@ typedef enum {
 } ngx_http_flowscale_event_e;
 
 
+/*
+ * A deployment's gateway queue is a ring of lanes, one per API key, served
+ * in turn: one key's burst cannot starve another.
+ */
+typedef struct {
+    ngx_queue_t                     link;       /* in the ring; head: next */
+    ngx_queue_t                     runs;       /* oldest first */
+    ngx_uint_t                      n;
+    int64_t                         head_ticket;
+    int64_t                         tail_ticket;
+    u_char                          key_id[33];
+} ngx_http_flowscale_lane_t;
+
+
 /* what happened to a run, kept so an event stream can resume by id */
 typedef struct {
     uint32_t                        id;
@@ -68,7 +82,8 @@ typedef struct {
     unsigned                        cancel:1;   /* asked for, not done */
     unsigned                        key_counted:1;  /* key_concurrency */
     ngx_uint_t                      retries;    /* after backend losses */
-    int64_t                         ticket;     /* grows along the queue */
+    int64_t                         ticket;     /* grows along its lane */
+    ngx_http_flowscale_lane_t      *lane;       /* when pending */
     u_char                          key_id[33];
     ngx_str_t                       webhook;    /* URL, in the zone */
 
@@ -114,6 +129,8 @@ typedef enum {
 } ngx_http_flowscale_state_e;
 
 
+
+
 /* what the backends can do for one deployment (by project and name) */
 typedef struct {
     u_char                          project[65];
@@ -124,10 +141,8 @@ typedef struct {
     uint64_t                        known;      /* bit i: backends[i] read */
     u_char                          reason[160];
 
-    ngx_queue_t                     pending;    /* its gateway queue */
+    ngx_queue_t                     lanes;      /* its gateway queue */
     ngx_uint_t                      queued;     /* runs in it */
-    int64_t                         head_ticket;
-    int64_t                         tail_ticket;
     int64_t                         run_ms;     /* moving average */
 } ngx_http_flowscale_deployment_state_t;
 
@@ -228,6 +243,10 @@ ngx_http_flowscale_deployment_state_t *ngx_http_flowscale_runs_deployment_of(
 void ngx_http_flowscale_runs_enqueue(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run, ngx_uint_t head);
 void ngx_http_flowscale_runs_dequeue(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run);
+ngx_http_flowscale_run_t *ngx_http_flowscale_runs_next(
+    ngx_http_flowscale_deployment_state_t *ds);
+void ngx_http_flowscale_runs_take(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run);
 const char *ngx_http_flowscale_state_name(ngx_http_flowscale_state_e s);
 
