@@ -147,7 +147,12 @@ run: build
 # run intake against plain nginx and PostgreSQL on loopback (bench/)
 .PHONY: bench
 bench: build
-	@bash bench/run-intake.sh
+	@bash bench/run-intake.sh && bash bench/extras.sh
+
+# bounded chaos: 1000 runs while a backend is killed and restarted (bench/)
+.PHONY: soak
+soak: build
+	@bash bench/soak.sh
 
 clean:
 	rm -rf $(BUILD) t/servroot

@@ -286,7 +286,16 @@ ngx_http_flowscale_add_links(ngx_cycle_t *cycle,
             link->max_fails = server[i].max_fails ? server[i].max_fails : 1;
             link->peer.sockaddr = server[i].addrs[j].sockaddr;
             link->peer.socklen = server[i].addrs[j].socklen;
-            link->peer.name = server[i].addrs[j].name;
+            /* NUL-terminated: it is a libpq parameter too */
+            link->peer.name.len = server[i].addrs[j].name.len;
+            link->peer.name.data = ngx_pnalloc(cycle->pool,
+                                               link->peer.name.len + 1);
+            if (link->peer.name.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_cpystrn(link->peer.name.data, server[i].addrs[j].name.data,
+                        link->peer.name.len + 1);
             ngx_queue_init(&link->waiting);
 
             link->client_id.data = ngx_pnalloc(cycle->pool, 64);
@@ -1415,7 +1424,7 @@ static void
 ngx_http_flowscale_job_backend_lost(ngx_http_flowscale_job_t *job)
 {
     ngx_uint_t                  retry;
-    const char                 *params[1];
+    const char                 *params[2];
     ngx_http_flowscale_run_t   *run;
     ngx_http_flowscale_zone_t  *z;
 
@@ -1450,11 +1459,14 @@ ngx_http_flowscale_job_backend_lost(ngx_http_flowscale_job_t *job)
     ngx_log_error(NGX_LOG_WARN, job->log, 0, "flowscale: run %V runs again: "
                   "backend %V lost", &job->id, &job->link->peer.name);
 
+    /* only if no newer dispatch has been recorded meanwhile */
     params[0] = (char *) job->id.data;
+    params[1] = (char *) job->link->peer.name.data;
     ngx_http_flowscale_sql_update(job,
         "UPDATE flowscale.runs SET status = 'queued', started_at = NULL, "
-        "backend = NULL WHERE id = $1 AND status IN ('queued', 'running')",
-        1, params);
+        "backend = NULL WHERE id = $1 AND status IN ('queued', 'running') "
+        "AND backend = $2",
+        2, params);
 
     ngx_http_flowscale_release(job->link);
     ngx_http_flowscale_requeue(&job->id);
@@ -1658,7 +1670,7 @@ static void
 ngx_http_flowscale_job_record(ngx_http_flowscale_job_t *job)
 {
     char        *outputs, *error;
-    const char  *params[4];
+    const char  *params[5];
 
     outputs = job->outputs ? json_dumps(job->outputs, JSON_COMPACT) : NULL;
     error = job->error ? json_dumps(job->error, JSON_COMPACT) : NULL;
@@ -1667,11 +1679,13 @@ ngx_http_flowscale_job_record(ngx_http_flowscale_job_t *job)
     params[1] = ngx_http_flowscale_status_name(job->status);
     params[2] = outputs;
     params[3] = error;
+    params[4] = (char *) job->link->peer.name.data;
 
+    /* the backend too: earlier bookkeeping updates may arrive in any order */
     job->query = ngx_http_flowscale_pg_query(
         "UPDATE flowscale.runs SET status = $2, outputs = $3, error = $4, "
-        "started_at = coalesce(started_at, now()), finished_at = now() "
-        "WHERE id = $1", 4, params, NULL,
+        "backend = $5, started_at = coalesce(started_at, now()), "
+        "finished_at = now() WHERE id = $1", 5, params, NULL,
         ngx_http_flowscale_job_recorded, job, job->log);
 
     free(outputs);
