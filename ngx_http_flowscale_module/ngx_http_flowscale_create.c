@@ -121,8 +121,6 @@ static uint64_t ngx_http_flowscale_rng(void *data);
 static ngx_int_t ngx_http_flowscale_uuid7(ngx_pool_t *pool, ngx_str_t *id);
 static ngx_msec_t ngx_http_flowscale_prefer_wait(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
-static time_t ngx_http_flowscale_queue_full(
-    ngx_http_flowscale_loc_conf_t *flcf);
 static ngx_int_t ngx_http_flowscale_request_hash(
     ngx_http_flowscale_create_ctx_t *ctx, json_t *given, fs_part_t *files,
     size_t nfiles);
@@ -1216,7 +1214,7 @@ done:
  * recently gone through its backends.
  */
 
-static time_t
+time_t
 ngx_http_flowscale_queue_full(ngx_http_flowscale_loc_conf_t *flcf)
 {
     time_t                                  retry;

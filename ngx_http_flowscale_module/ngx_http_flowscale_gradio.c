@@ -1106,6 +1106,14 @@ ngx_http_flowscale_gr_join_body(ngx_http_request_t *r)
         ngx_str_set(&r->headers_in.content_type->value, "application/json");
     }
 
+    /* Gradio's clients expect 503 for a full queue, not the API's 429 */
+    if (ngx_http_flowscale_queue_full(flcf)) {
+        ngx_http_finalize_request(r,
+            ngx_http_flowscale_gr_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                "The queue is full; try again later."));
+        return;
+    }
+
     rc = ngx_http_flowscale_create_then(r, flcf, ngx_http_flowscale_gr_joined);
 
     ngx_http_finalize_request(r, rc);
