@@ -32,6 +32,7 @@
 #define NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT    60000
 #define NGX_HTTP_FLOWSCALE_RETRY_DELAY      1000
 #define NGX_HTTP_FLOWSCALE_LOST_AFTER       3
+#define NGX_HTTP_FLOWSCALE_SILENCE          10000  /* then ask its /queue */
 
 
 
@@ -87,6 +88,7 @@ struct ngx_http_flowscale_job_s {
     void                           *data;
 
     ngx_msec_t                      started_msec;
+    ngx_msec_t                      history_at; /* last look at it */
     ngx_uint_t                      failures;   /* history unanswered */
 
     unsigned                        started:1;
@@ -106,6 +108,7 @@ typedef struct {
     ngx_http_flowscale_main_conf_t *fmcf;
     ngx_log_t                      *log;
     ngx_uint_t                      turn;       /* next deployment to serve */
+    ngx_uint_t                      rr;         /* where backend ties start */
 } ngx_http_flowscale_dispatcher_t;
 
 
@@ -146,6 +149,7 @@ static void ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
 static void ngx_http_flowscale_job_check(ngx_event_t *ev);
 static void ngx_http_flowscale_job_attached(void *data, ngx_int_t rc,
     ngx_uint_t status, ngx_str_t *body);
+static void ngx_http_flowscale_job_recheck(ngx_http_flowscale_job_t *job);
 static ngx_uint_t ngx_http_flowscale_job_canceled(
     ngx_http_flowscale_job_t *job);
 static void ngx_http_flowscale_job_output(ngx_http_flowscale_job_t *job,
@@ -526,6 +530,25 @@ ngx_http_flowscale_dispatch_attach(ngx_http_flowscale_loc_conf_t *flcf,
 }
 
 
+static void
+ngx_http_flowscale_job_recheck(ngx_http_flowscale_job_t *job)
+{
+    ngx_str_t  path;
+
+    ngx_str_set(&path, "/queue");
+
+    job->state = NGX_HTTP_FLOWSCALE_JOB_ATTACHING;
+    job->req = ngx_http_flowscale_comfy_request(&job->link->peer, "GET",
+                   &path, NULL, NULL, NGX_HTTP_FLOWSCALE_COMFY_TIMEOUT,
+                   ngx_http_flowscale_job_attached, job, job->log);
+
+    if (job->req == NULL) {
+        job->state = NGX_HTTP_FLOWSCALE_JOB_FOLLOWING;
+        ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_TICK);
+    }
+}
+
+
 /* {"queue_running": [[number, id, ...]], "queue_pending": [...]} */
 
 static void
@@ -615,7 +638,7 @@ static ngx_http_flowscale_link_t *
 ngx_http_flowscale_reserve_locked(ngx_http_flowscale_loc_conf_t *flcf,
     ngx_http_flowscale_run_t *run)
 {
-    ngx_uint_t                              i;
+    ngx_uint_t                              i, j, n;
     uint64_t                                capable;
     ngx_http_flowscale_link_t             **link, *best;
     ngx_http_flowscale_backend_slot_t      *slot, *best_slot;
@@ -632,7 +655,13 @@ ngx_http_flowscale_reserve_locked(ngx_http_flowscale_loc_conf_t *flcf,
     capable = (dst && dst->generation == ds->zone->sh->generation)
               ? dst->capable : 0;
 
-    for (i = 0; i < ds->links.nelts; i++) {
+    /* from a rotating start, so that ties take turns */
+    n = ds->links.nelts;
+    ds->rr++;
+
+    for (j = 0; j < n; j++) {
+        i = (ds->rr + j) % n;
+
         if (link[i]->upstream != flcf->backend
             || !ngx_http_flowscale_health_usable(flcf, link[i], capable))
         {
@@ -1535,9 +1564,12 @@ ngx_http_flowscale_job_check(ngx_event_t *ev)
         return;
     }
 
+    /* news from its events, or a recent look at its history: wait */
     if (!job->done_seen
-        && ngx_current_msec - job->last_event
-           < NGX_HTTP_FLOWSCALE_CHECK_INTERVAL)
+        && (ngx_current_msec - job->last_event
+            < NGX_HTTP_FLOWSCALE_CHECK_INTERVAL
+            || ngx_current_msec - job->history_at
+               < NGX_HTTP_FLOWSCALE_CHECK_INTERVAL))
     {
         ngx_add_timer(&job->check, NGX_HTTP_FLOWSCALE_TICK);
         return;
@@ -1635,12 +1667,24 @@ ngx_http_flowscale_job_history(void *data, ngx_int_t rc, ngx_uint_t status,
             return;
         }
 
+        if (!job->attached
+            && ngx_current_msec - job->last_event
+               >= NGX_HTTP_FLOWSCALE_SILENCE)
+        {
+            /*
+             * Silent for long and not in its history: a backend that
+             * restarted has forgotten it.  Is it in its queue at all?
+             */
+            ngx_http_flowscale_job_recheck(job);
+            return;
+        }
+
         /* still queued or running there: look again later */
         /* after "done" the history entry is due any moment */
         ngx_add_timer(&job->check, job->done_seen
                                    ? NGX_HTTP_FLOWSCALE_RETRY_DELAY
                                    : NGX_HTTP_FLOWSCALE_TICK);
-        job->last_event = ngx_current_msec;
+        job->history_at = ngx_current_msec;
     }
 }
 
