@@ -99,8 +99,6 @@ static ngx_int_t ngx_http_flowscale_create_parse(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx, ngx_str_t *body);
 static ngx_int_t ngx_http_flowscale_parse_json(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx, ngx_str_t *body, json_t **given);
-static ngx_int_t ngx_http_flowscale_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
 static ngx_int_t ngx_http_flowscale_accept(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx);
 static void ngx_http_flowscale_accepted(void *data, PGresult *res,
@@ -328,7 +326,7 @@ ngx_http_flowscale_create_body(ngx_http_request_t *r)
 
 /* the whole body in one piece of memory, also when nginx spilled it */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_flowscale_read_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     size_t        len;

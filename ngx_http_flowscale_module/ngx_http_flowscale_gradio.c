@@ -700,61 +700,6 @@ ngx_http_flowscale_gr_read(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_flowscale_gr_body(ngx_http_request_t *r, ngx_str_t *body)
-{
-    size_t        len;
-    u_char       *p;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    body->len = 0;
-    body->data = (u_char *) "";
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
-                          : (size_t) (b->last - b->pos);
-    }
-
-    p = ngx_pnalloc(r->pool, len + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    body->data = p;
-    body->len = len;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                          b->file_pos);
-        if (n != b->file_last - b->file_pos) {
-            return NGX_ERROR;
-        }
-
-        p += n;
-    }
-
-    *p = '\0';
-
-    return NGX_OK;
-}
-
-
 /* an uploaded file ("upload/HEX/name") as a data: URL, or an error */
 
 static json_t *
@@ -913,7 +858,7 @@ ngx_http_flowscale_gr_join_body(ngx_http_request_t *r)
     flcf = ngx_http_get_module_loc_conf(r, ngx_http_flowscale_module);
     d = flcf->deployment;
 
-    if (ngx_http_flowscale_gr_body(r, &body) != NGX_OK) {
+    if (ngx_http_flowscale_read_body(r, &body) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -1229,7 +1174,7 @@ ngx_http_flowscale_gr_upload_body(ngx_http_request_t *r)
         return;
     }
 
-    if (ngx_http_flowscale_gr_body(r, &body) != NGX_OK
+    if (ngx_http_flowscale_read_body(r, &body) != NGX_OK
         || ngx_http_flowscale_gr_upload_dir(r, dir, sizeof(dir)) != NGX_OK)
     {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);

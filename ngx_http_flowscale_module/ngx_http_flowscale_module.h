@@ -150,6 +150,8 @@ ngx_int_t ngx_http_flowscale_too_many(ngx_http_request_t *r, time_t retry,
 ngx_int_t ngx_http_flowscale_create(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
 time_t ngx_http_flowscale_queue_full(ngx_http_flowscale_loc_conf_t *flcf);
+ngx_int_t ngx_http_flowscale_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
 ngx_int_t ngx_http_flowscale_send_run(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_uint_t status);
 ngx_int_t ngx_http_flowscale_send_run_event(ngx_http_request_t *r,
