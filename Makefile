@@ -90,7 +90,7 @@ FUZZERS     := $(basename $(notdir $(wildcard fuzz/fuzz_*.c)))
 
 fuzz: deps
 	@set -e; for f in $(FUZZERS); do \
-	    mkdir -p $(BUILD)/fuzz/$$f; \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$f; \
 	    clang -g -O1 -fsanitize=fuzzer,address,undefined \
 	        -Ingx_http_flowscale_module -o $(BUILD)/fuzz/$$f.bin \
 	        fuzz/$$f.c $(PURE) -ljansson -lcrypto -lm; \
@@ -98,7 +98,7 @@ fuzz: deps
 	    seeds=; [ -d fuzz/corpus/$${f#fuzz_} ] && seeds=fuzz/corpus/$${f#fuzz_}; \
 	    echo "fuzz: $$f for $(FUZZ_TIME)s"; \
 	    $(BUILD)/fuzz/$$f.bin -max_total_time=$(FUZZ_TIME) $$dict \
-	        $(BUILD)/fuzz/$$f $$seeds; \
+	        $(BUILD)/fuzz/corpus-$$f $$seeds; \
 	done
 
 test: build unit test-sim test-harness test-nginx test-e2e test-app test-docs
