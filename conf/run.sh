@@ -106,6 +106,10 @@ FlowScale is up on http://localhost:$port
       http://localhost:$port/v1/txt2img/app/
       http://localhost:$port/v1/invert/app/
 
+  Monitoring (from this machine):
+      curl http://localhost:$port/metrics
+      curl http://localhost:$port/flowscale/status
+
   Logs: $run/nginx/logs/error.log   Ctrl-C stops everything.
 MSG
 
