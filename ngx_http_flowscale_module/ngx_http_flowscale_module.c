@@ -248,17 +248,17 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
 
     { ngx_string("flowscale_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_flowscale_metrics_directive,
+      ngx_http_flowscale_stats_page_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      ngx_http_flowscale_metrics_handler },
 
     { ngx_string("flowscale_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_flowscale_status_directive,
+      ngx_http_flowscale_stats_page_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      ngx_http_flowscale_status_handler },
 
     /* issue 8: OpenAPI documents and the docs page (_openapi.c, _docs.c) */
 

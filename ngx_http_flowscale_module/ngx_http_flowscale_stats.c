@@ -50,8 +50,6 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_flowscale_stats_log(ngx_http_request_t *r);
-static ngx_int_t ngx_http_flowscale_metrics_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_flowscale_status_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_flowscale_snapshot(ngx_pool_t *pool,
     ngx_http_flowscale_snapshot_t *s);
 static void ngx_http_flowscale_observe(ngx_http_flowscale_histogram_t *h,
@@ -172,27 +170,19 @@ ngx_http_flowscale_stats_postconfiguration(ngx_conf_t *cf)
 }
 
 
+/*
+ * flowscale_metrics and flowscale_status: both make the location a page
+ * served from the zone; the command's post field names the page handler.
+ */
+
 char *
-ngx_http_flowscale_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_flowscale_stats_page_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_flowscale_metrics_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-char *
-ngx_http_flowscale_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_flowscale_status_handler;
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
 
     return NGX_CONF_OK;
 }
@@ -762,7 +752,7 @@ ngx_http_flowscale_page_request(ngx_http_request_t *r)
 
 /* flowscale_metrics: the Prometheus text exposition format 0.0.4 */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_flowscale_metrics_handler(ngx_http_request_t *r)
 {
     u_char                           *buf, *p, *lp, **labels;
@@ -1055,7 +1045,7 @@ ngx_http_flowscale_metrics_handler(ngx_http_request_t *r)
 
 /* flowscale_status: JSON of deployments, backends and the database */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_flowscale_status_handler(ngx_http_request_t *r)
 {
     u_char                                 *buf, *p;

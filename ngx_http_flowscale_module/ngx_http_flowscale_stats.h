@@ -22,10 +22,10 @@
 /* configuration (ngx_http_flowscale_module.c) */
 ngx_int_t ngx_http_flowscale_stats_preconfiguration(ngx_conf_t *cf);
 ngx_int_t ngx_http_flowscale_stats_postconfiguration(ngx_conf_t *cf);
-char *ngx_http_flowscale_metrics_directive(ngx_conf_t *cf,
+char *ngx_http_flowscale_stats_page_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-char *ngx_http_flowscale_status_directive(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_flowscale_metrics_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_flowscale_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_flowscale_stats_init_process(ngx_cycle_t *cycle);
 void ngx_http_flowscale_stats_exit_process(ngx_cycle_t *cycle);
 
