@@ -13,7 +13,8 @@
  * a connection that died without a word.
  *
  * Modelled on the pool (ngx_http_flowscale_pg.c): libpq in non-blocking
- * mode, its socket watched by nginx with level-triggered events,
+ * mode, its socket watched by nginx with the pool's level-triggered
+ * events (ngx_http_flowscale_pg_watch),
  * PQsendQueryParams only, PQconsumeInput + PQnotifies as data arrives.
  */
 
@@ -25,6 +26,7 @@
 
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_auth.h"
+#include "ngx_http_flowscale_pg.h"
 
 
 #define NGX_HTTP_FLOWSCALE_LISTEN_CONNECT_TIMEOUT  5000
@@ -58,8 +60,6 @@ typedef struct {
 
 static void ngx_http_flowscale_listen_connect(void);
 static ngx_int_t ngx_http_flowscale_listen_wrap(void);
-static void ngx_http_flowscale_listen_unwrap(void);
-static ngx_int_t ngx_http_flowscale_listen_want_write(ngx_uint_t on);
 static void ngx_http_flowscale_listen_handler(ngx_event_t *ev);
 static void ngx_http_flowscale_listen_poll(void);
 static void ngx_http_flowscale_listen_send(const char *sql);
@@ -182,97 +182,11 @@ ngx_http_flowscale_listen_connect(void)
 static ngx_int_t
 ngx_http_flowscale_listen_wrap(void)
 {
-    int                           fd;
-    ngx_connection_t             *c;
     ngx_http_flowscale_listen_t  *ls = &ngx_http_flowscale_listen;
 
-    fd = PQsocket(ls->pg);
-    if (fd == -1) {
-        return NGX_ERROR;
-    }
-
-    c = ngx_get_connection(fd, ls->log);
-    if (c == NULL) {
-        return NGX_ERROR;
-    }
-
-    c->data = ls;
-    c->read->handler = ngx_http_flowscale_listen_handler;
-    c->write->handler = ngx_http_flowscale_listen_handler;
-    c->read->log = ls->log;
-    c->write->log = ls->log;
-
-    ls->c = c;
-
-    /* level-triggered: libpq may leave readiness unused */
-    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
-        ngx_http_flowscale_listen_unwrap();
-        return NGX_ERROR;
-    }
-
-    return ngx_http_flowscale_listen_want_write(1);
-}
-
-
-static ngx_int_t
-ngx_http_flowscale_listen_want_write(ngx_uint_t on)
-{
-    ngx_event_t                  *wev;
-    ngx_http_flowscale_listen_t  *ls = &ngx_http_flowscale_listen;
-
-    wev = ls->c->write;
-
-    if (on && !wev->active) {
-        return ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-
-    if (!on && wev->active) {
-        return ngx_del_event(wev, NGX_WRITE_EVENT, 0);
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_flowscale_listen_unwrap(void)
-{
-    ngx_connection_t             *c;
-    ngx_http_flowscale_listen_t  *ls = &ngx_http_flowscale_listen;
-
-    c = ls->c;
-    if (c == NULL) {
-        return;
-    }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    /* libpq closes the descriptor itself */
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-    ls->c = NULL;
+    return ngx_http_flowscale_pg_watch(ls->pg, &ls->c, ls,
+                                       ngx_http_flowscale_listen_handler,
+                                       ls->log);
 }
 
 
@@ -298,7 +212,7 @@ ngx_http_flowscale_listen_handler(ngx_event_t *ev)
         if (ev->write) {
             switch (PQflush(ls->pg)) {
             case 0:
-                if (ngx_http_flowscale_listen_want_write(0) != NGX_OK) {
+                if (ngx_http_flowscale_pg_watch_write(ls->c, 0) != NGX_OK) {
                     ngx_http_flowscale_listen_lost("cannot watch its socket");
                 }
                 return;
@@ -329,7 +243,7 @@ ngx_http_flowscale_listen_poll(void)
 
     /* libpq may move to another socket while it tries addresses */
     if (PQsocket(ls->pg) != ls->c->fd) {
-        ngx_http_flowscale_listen_unwrap();
+        ngx_http_flowscale_pg_unwatch(&ls->c);
 
         if (ngx_http_flowscale_listen_wrap() != NGX_OK) {
             ngx_http_flowscale_listen_lost("cannot watch its socket");
@@ -339,7 +253,7 @@ ngx_http_flowscale_listen_poll(void)
         ngx_add_timer(ls->c->read, NGX_HTTP_FLOWSCALE_LISTEN_CONNECT_TIMEOUT);
     }
 
-    if (ngx_http_flowscale_listen_want_write(rc == PGRES_POLLING_WRITING)
+    if (ngx_http_flowscale_pg_watch_write(ls->c, rc == PGRES_POLLING_WRITING)
         != NGX_OK)
     {
         ngx_http_flowscale_listen_lost("cannot watch its socket");
@@ -388,7 +302,7 @@ ngx_http_flowscale_listen_send(const char *sql)
         return;
     }
 
-    if (ngx_http_flowscale_listen_want_write(rc == 1) != NGX_OK) {
+    if (ngx_http_flowscale_pg_watch_write(ls->c, rc == 1) != NGX_OK) {
         ngx_http_flowscale_listen_lost("cannot watch its socket");
         return;
     }
@@ -523,7 +437,7 @@ ngx_http_flowscale_listen_close(void)
 {
     ngx_http_flowscale_listen_t  *ls = &ngx_http_flowscale_listen;
 
-    ngx_http_flowscale_listen_unwrap();
+    ngx_http_flowscale_pg_unwatch(&ls->c);
 
     if (ls->pg) {
         PQfinish(ls->pg);

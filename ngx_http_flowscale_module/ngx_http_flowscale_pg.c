@@ -72,10 +72,6 @@ static void ngx_http_flowscale_pg_kicked(ngx_event_t *ev);
 static ngx_int_t ngx_http_flowscale_pg_connect(
     ngx_http_flowscale_pg_conn_t *pc);
 static ngx_int_t ngx_http_flowscale_pg_wrap(ngx_http_flowscale_pg_conn_t *pc);
-static void ngx_http_flowscale_pg_unwrap(ngx_http_flowscale_pg_conn_t *pc,
-    ngx_uint_t closing);
-static ngx_int_t ngx_http_flowscale_pg_want_write(
-    ngx_http_flowscale_pg_conn_t *pc, ngx_uint_t on);
 static void ngx_http_flowscale_pg_handler(ngx_event_t *ev);
 static void ngx_http_flowscale_pg_connect_poll(
     ngx_http_flowscale_pg_conn_t *pc);
@@ -511,32 +507,44 @@ ngx_http_flowscale_pg_connect(ngx_http_flowscale_pg_conn_t *pc)
 }
 
 
-/* libpq owns the socket; nginx only watches it */
-
 static ngx_int_t
 ngx_http_flowscale_pg_wrap(ngx_http_flowscale_pg_conn_t *pc)
 {
-    int                            fd;
-    ngx_connection_t              *c;
-    ngx_http_flowscale_pg_pool_t  *pool = &ngx_http_flowscale_pg_pool;
+    return ngx_http_flowscale_pg_watch(pc->pg, &pc->c, pc,
+                                       ngx_http_flowscale_pg_handler,
+                                       ngx_http_flowscale_pg_pool.log);
+}
 
-    fd = PQsocket(pc->pg);
+
+/*
+ * libpq owns the socket; nginx only watches it.  Shared with the LISTEN
+ * connection (ngx_http_flowscale_listen.c).
+ */
+
+ngx_int_t
+ngx_http_flowscale_pg_watch(PGconn *pg, ngx_connection_t **cp, void *data,
+    ngx_event_handler_pt handler, ngx_log_t *log)
+{
+    int                fd;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(pg);
     if (fd == -1) {
         return NGX_ERROR;
     }
 
-    c = ngx_get_connection(fd, pool->log);
+    c = ngx_get_connection(fd, log);
     if (c == NULL) {
         return NGX_ERROR;
     }
 
-    c->data = pc;
-    c->read->handler = ngx_http_flowscale_pg_handler;
-    c->write->handler = ngx_http_flowscale_pg_handler;
-    c->read->log = pool->log;
-    c->write->log = pool->log;
+    c->data = data;
+    c->read->handler = handler;
+    c->write->handler = handler;
+    c->read->log = log;
+    c->write->log = log;
 
-    pc->c = c;
+    *cp = c;
 
     /*
      * Level-triggered: libpq reads and writes on its own terms, so a
@@ -544,21 +552,20 @@ ngx_http_flowscale_pg_wrap(ngx_http_flowscale_pg_conn_t *pc)
      * watched only while libpq has something to send.
      */
     if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
-        ngx_http_flowscale_pg_unwrap(pc, 1);
+        ngx_http_flowscale_pg_unwatch(cp);
         return NGX_ERROR;
     }
 
-    return ngx_http_flowscale_pg_want_write(pc, 1);
+    return ngx_http_flowscale_pg_watch_write(c, 1);
 }
 
 
-static ngx_int_t
-ngx_http_flowscale_pg_want_write(ngx_http_flowscale_pg_conn_t *pc,
-    ngx_uint_t on)
+ngx_int_t
+ngx_http_flowscale_pg_watch_write(ngx_connection_t *c, ngx_uint_t on)
 {
     ngx_event_t  *wev;
 
-    wev = pc->c->write;
+    wev = c->write;
 
     if (on && !wev->active) {
         return ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
@@ -572,13 +579,12 @@ ngx_http_flowscale_pg_want_write(ngx_http_flowscale_pg_conn_t *pc,
 }
 
 
-static void
-ngx_http_flowscale_pg_unwrap(ngx_http_flowscale_pg_conn_t *pc,
-    ngx_uint_t closing)
+void
+ngx_http_flowscale_pg_unwatch(ngx_connection_t **cp)
 {
     ngx_connection_t  *c;
 
-    c = pc->c;
+    c = *cp;
     if (c == NULL) {
         return;
     }
@@ -599,19 +605,18 @@ ngx_http_flowscale_pg_unwrap(ngx_http_flowscale_pg_conn_t *pc,
         ngx_delete_posted_event(c->write);
     }
 
-    /* NGX_CLOSE_EVENT: the descriptor is or is about to be closed by libpq */
+    /* NGX_CLOSE_EVENT: libpq closes the descriptor itself */
     if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, closing ? NGX_CLOSE_EVENT : 0);
+        ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
     }
 
     if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT,
-                      closing ? NGX_CLOSE_EVENT : 0);
+        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
     }
 
     ngx_free_connection(c);
     c->fd = (ngx_socket_t) -1;
-    pc->c = NULL;
+    *cp = NULL;
 }
 
 
@@ -675,7 +680,7 @@ ngx_http_flowscale_pg_connect_poll(ngx_http_flowscale_pg_conn_t *pc)
 
     /* libpq may move to another socket while it tries addresses */
     if (PQsocket(pc->pg) != pc->c->fd) {
-        ngx_http_flowscale_pg_unwrap(pc, 1);
+        ngx_http_flowscale_pg_unwatch(&pc->c);
 
         if (ngx_http_flowscale_pg_wrap(pc) != NGX_OK) {
             ngx_http_flowscale_pg_fail(pc, "cannot connect");
@@ -685,7 +690,7 @@ ngx_http_flowscale_pg_connect_poll(ngx_http_flowscale_pg_conn_t *pc)
         ngx_add_timer(pc->c->read, NGX_HTTP_FLOWSCALE_PG_CONNECT_TIMEOUT);
     }
 
-    if (ngx_http_flowscale_pg_want_write(pc, rc == PGRES_POLLING_WRITING)
+    if (ngx_http_flowscale_pg_watch_write(pc->c, rc == PGRES_POLLING_WRITING)
         != NGX_OK)
     {
         ngx_http_flowscale_pg_fail(pc, "cannot connect");
@@ -778,7 +783,7 @@ ngx_http_flowscale_pg_flush(ngx_http_flowscale_pg_conn_t *pc)
 
     /* rc == 1: more to send when the socket is writable again */
 
-    if (ngx_http_flowscale_pg_want_write(pc, rc == 1) != NGX_OK) {
+    if (ngx_http_flowscale_pg_watch_write(pc->c, rc == 1) != NGX_OK) {
         ngx_http_flowscale_pg_fail(pc, "the database connection was lost");
         return;
     }
@@ -918,7 +923,7 @@ ngx_http_flowscale_pg_fail(ngx_http_flowscale_pg_conn_t *pc,
 static void
 ngx_http_flowscale_pg_close(ngx_http_flowscale_pg_conn_t *pc)
 {
-    ngx_http_flowscale_pg_unwrap(pc, 1);
+    ngx_http_flowscale_pg_unwatch(&pc->c);
 
     if (pc->pg) {
         PQfinish(pc->pg);

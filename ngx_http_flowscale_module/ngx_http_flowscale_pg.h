@@ -46,5 +46,12 @@ void ngx_http_flowscale_pg_cancel(ngx_http_flowscale_pg_query_t *q);
 
 ngx_uint_t ngx_http_flowscale_pg_available(void);
 
+/* a libpq connection's socket in the event loop (pg.c, listen.c) */
+ngx_int_t ngx_http_flowscale_pg_watch(PGconn *pg, ngx_connection_t **cp,
+    void *data, ngx_event_handler_pt handler, ngx_log_t *log);
+ngx_int_t ngx_http_flowscale_pg_watch_write(ngx_connection_t *c,
+    ngx_uint_t on);
+void ngx_http_flowscale_pg_unwatch(ngx_connection_t **cp);
+
 
 #endif /* _NGX_HTTP_FLOWSCALE_PG_H_INCLUDED_ */
