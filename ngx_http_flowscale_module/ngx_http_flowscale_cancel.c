@@ -6,6 +6,10 @@
  * queue or interrupted there by its prompt_id (never a bare interrupt
  * that would stop another run); the worker that follows it records the
  * end.  The answer is the canceled run; a finished run is a 409.
+ *
+ * A run another nginx front has is canceled in PostgreSQL if it was
+ * queued; either way that front is told (NOTIFY on "flowscale_runs") and
+ * ends it, and this front reads PostgreSQL until the run has ended.
  */
 
 
@@ -19,6 +23,7 @@
 
 
 #define NGX_HTTP_FLOWSCALE_CANCEL_WAIT  10000
+#define NGX_HTTP_FLOWSCALE_CANCEL_POLL  250
 
 
 typedef struct {
@@ -26,6 +31,8 @@ typedef struct {
     ngx_http_flowscale_loc_conf_t  *flcf;
     ngx_http_flowscale_pg_query_t  *query;
     ngx_str_t                       id;
+    ngx_event_t                     poll;       /* a run of another front */
+    ngx_msec_t                      deadline;
 } ngx_http_flowscale_cancel_ctx_t;
 
 
@@ -36,6 +43,11 @@ static void ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
 static ngx_int_t ngx_http_flowscale_cancel_finished(ngx_http_request_t *r,
     ngx_http_flowscale_status_e status);
 static void ngx_http_flowscale_cancel_cleanup(void *data);
+static ngx_int_t ngx_http_flowscale_cancel_flying(ngx_http_request_t *r,
+    ngx_str_t *id);
+static void ngx_http_flowscale_cancel_poll(ngx_event_t *ev);
+static void ngx_http_flowscale_cancel_polled(void *data, PGresult *res,
+    const char *error);
 
 
 ngx_int_t
@@ -174,15 +186,19 @@ ngx_http_flowscale_cancel_queued(ngx_http_request_t *r,
     params[1] = (char *) flcf->project.data;
     params[2] = (char *) flcf->name.data;
 
-    /* canceled if still queued; else its status says why not */
+    /*
+     * Canceled if still queued; else its status says why not.  The front
+     * that has an unfinished run hears of it (at commit).
+     */
     ctx->query = ngx_http_flowscale_pg_query(
-        "WITH c AS (UPDATE flowscale.runs SET status = 'canceled', "
+        "WITH r AS (SELECT status FROM flowscale.runs WHERE id = $1::uuid "
+        "AND project = $2 AND deployment = $3), "
+        "c AS (UPDATE flowscale.runs SET status = 'canceled', "
         "finished_at = now() WHERE id = $1::uuid AND project = $2 "
         "AND deployment = $3 AND status = 'queued' RETURNING status) "
-        
-        "SELECT (SELECT count(*) FROM c), (SELECT status FROM "
-        "flowscale.runs WHERE id = $1::uuid AND project = $2 "
-        "AND deployment = $3)",
+        "SELECT (SELECT count(*) FROM c), (SELECT status FROM r), "
+        "(SELECT pg_notify('flowscale_runs', 'cancel:' || $1) FROM r "
+        "WHERE r.status IN ('queued', 'running'))",
         3, params, NULL, ngx_http_flowscale_cancel_recorded, ctx,
         r->connection->log);
 
@@ -217,7 +233,7 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
     ctx->query = NULL;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
-        || PQntuples(res) != 1 || PQnfields(res) != 2)
+        || PQntuples(res) != 1 || PQnfields(res) != 3)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "flowscale: cannot cancel run %V: %s", &ctx->id,
@@ -235,8 +251,30 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
         return;
     }
 
+    if (PQgetvalue(res, 0, 0)[0] == '0'
+        && (ngx_strcmp(status, "queued") == 0
+            || ngx_strcmp(status, "running") == 0))
+    {
+        /* on its way to a backend or there, here or on another front */
+        rc = ngx_http_flowscale_cancel_flying(r, &ctx->id);
+
+        if (rc == NGX_DECLINED) {
+            ctx->deadline = ngx_current_msec + NGX_HTTP_FLOWSCALE_CANCEL_WAIT;
+            ctx->poll.handler = ngx_http_flowscale_cancel_poll;
+            ctx->poll.data = ctx;
+            ctx->poll.log = r->connection->log;
+            ngx_add_timer(&ctx->poll, NGX_HTTP_FLOWSCALE_CANCEL_POLL);
+            return;
+        }
+
+        if (rc != NGX_DONE) {
+            ngx_http_flowscale_finalize(r, rc);
+        }
+
+        return;
+    }
+
     if (PQgetvalue(res, 0, 0)[0] == '0') {
-        /* finished, or running where only PostgreSQL sees it */
         ngx_http_flowscale_finalize(r,
             ngx_http_flowscale_cancel_finished(r,
                 ngx_strcmp(status, "succeeded") == 0
@@ -270,11 +308,98 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
         ngx_http_flowscale_run_ended(ctx->flcf, &ctx->id);
     }
 
+    if (run == NULL) {
+        /* queued on another front, or only in PostgreSQL: done */
+        ngx_http_flowscale_finalize(r,
+            ngx_http_flowscale_send_run(r, ctx->flcf, &ctx->id, NGX_HTTP_OK));
+        return;
+    }
+
     rc = ngx_http_flowscale_wait(r, &ctx->id, NGX_HTTP_FLOWSCALE_CANCEL_WAIT);
 
     if (rc != NGX_DONE) {
         ngx_http_flowscale_finalize(r, rc);
     }
+}
+
+
+/*
+ * A run PostgreSQL has as queued or running and no longer as queued:
+ * NGX_DONE when this front has it (marked; its follower ends it, and the
+ * request waits for that), NGX_DECLINED when another front does.
+ */
+
+static ngx_int_t
+ngx_http_flowscale_cancel_flying(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_uint_t                  here;
+    ngx_http_flowscale_run_t   *run;
+    ngx_http_flowscale_zone_t  *z;
+
+    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, id->data, id->len);
+    here = (run != NULL);
+
+    if (run && run->status < NGX_HTTP_FLOWSCALE_SUCCEEDED) {
+        run->cancel = 1;
+        ngx_http_flowscale_runs_touch(z, run);
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    if (!here) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_flowscale_wait(r, id, NGX_HTTP_FLOWSCALE_CANCEL_WAIT);
+}
+
+
+static void
+ngx_http_flowscale_cancel_poll(ngx_event_t *ev)
+{
+    ngx_http_flowscale_cancel_ctx_t *ctx = ev->data;
+
+    const char  *params[1];
+
+    params[0] = (char *) ctx->id.data;
+
+    ctx->query = ngx_http_flowscale_pg_query(
+        "SELECT status IN ('queued', 'running') FROM flowscale.runs "
+        "WHERE id = $1::uuid", 1, params, NULL,
+        ngx_http_flowscale_cancel_polled, ctx, ev->log);
+
+    if (ctx->query == NULL) {
+        ngx_http_flowscale_cancel_polled(ctx, NULL, "no connection");
+    }
+}
+
+
+/* ended (or the wait is over): the run as PostgreSQL has it */
+
+static void
+ngx_http_flowscale_cancel_polled(void *data, PGresult *res, const char *error)
+{
+    ngx_http_flowscale_cancel_ctx_t *ctx = data;
+
+    ngx_http_request_t  *r;
+
+    ctx->query = NULL;
+    r = ctx->request;
+
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
+        && PQgetvalue(res, 0, 0)[0] == 't'
+        && (ngx_msec_int_t) (ctx->deadline - ngx_current_msec) > 0)
+    {
+        ngx_add_timer(&ctx->poll, NGX_HTTP_FLOWSCALE_CANCEL_POLL);
+        return;
+    }
+
+    ngx_http_flowscale_finalize(r,
+        ngx_http_flowscale_send_run(r, ctx->flcf, &ctx->id, NGX_HTTP_OK));
 }
 
 
@@ -285,5 +410,67 @@ ngx_http_flowscale_cancel_cleanup(void *data)
 
     if (ctx->query) {
         ngx_http_flowscale_pg_cancel(ctx->query);
+    }
+
+    if (ctx->poll.timer_set) {
+        ngx_del_timer(&ctx->poll);
+    }
+}
+
+
+/*
+ * "cancel:ID" from another front's DELETE: a run this front has leaves
+ * the gateway queue (PostgreSQL has it canceled already), or is ended by
+ * its follower.
+ */
+
+void
+ngx_http_flowscale_cancel_notify(u_char *payload, size_t len, ngx_log_t *log)
+{
+    ngx_str_t                       id;
+    ngx_uint_t                      ended;
+    ngx_http_flowscale_run_t       *run;
+    ngx_http_flowscale_zone_t      *z;
+    ngx_http_flowscale_loc_conf_t  *flcf;
+
+    if (len != sizeof("cancel:") - 1 + NGX_HTTP_FLOWSCALE_RUN_ID_LEN
+        || ngx_strncmp(payload, "cancel:", sizeof("cancel:") - 1) != 0)
+    {
+        return;
+    }
+
+    id.data = payload + sizeof("cancel:") - 1;
+    id.len = NGX_HTTP_FLOWSCALE_RUN_ID_LEN;
+
+    z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+    flcf = NULL;
+    ended = 0;
+
+    ngx_http_flowscale_runs_lock(z);
+
+    run = ngx_http_flowscale_runs_find(z, id.data, id.len);
+
+    if (run && run->pending) {
+        flcf = ngx_http_flowscale_find_deployment(run->project,
+                                                  run->deployment);
+        ngx_http_flowscale_runs_finish(z, run, NGX_HTTP_FLOWSCALE_CANCELED);
+        ended = 1;
+
+    } else if (run && run->status < NGX_HTTP_FLOWSCALE_SUCCEEDED
+               && !run->cancel)
+    {
+        run->cancel = 1;
+        ngx_http_flowscale_runs_touch(z, run);
+    }
+
+    ngx_http_flowscale_runs_unlock(z);
+
+    if (ended) {
+        ngx_log_error(NGX_LOG_INFO, log, 0, "flowscale: run %V canceled "
+                      "through another nginx front", &id);
+
+        if (flcf) {
+            ngx_http_flowscale_run_ended(flcf, &id);
+        }
     }
 }

@@ -22,6 +22,7 @@
 #include "ngx_http_flowscale_form.h"
 #include "ngx_http_flowscale_inputs.h"
 #include "ngx_http_flowscale_dispatch.h"
+#include "ngx_http_flowscale_front.h"
 #include "ngx_http_flowscale_auth.h"
 #include "ngx_http_flowscale_webhook.h"
 #include "ngx_http_flowscale_stats.h"      /* issue 7 */
@@ -126,7 +127,7 @@ static ngx_int_t ngx_http_flowscale_request_hash(
 
 static ngx_str_t  ngx_http_flowscale_accept_sql = ngx_string(
     "SELECT run_id, created FROM flowscale.accept_run($1, $2, $3, $4, $5, "
-    "$6, $7, $8, $9, $10, $11)");
+    "$6, $7, $8, $9, $10, $11, $12)");
 
 
 ngx_int_t
@@ -600,7 +601,8 @@ ngx_http_flowscale_parse_json(ngx_http_request_t *r,
 
 /*
  * flowscale.accept_run(id, project, deployment, version, key_id, inputs,
- * prompt, files): one statement, one transaction.
+ * prompt, files, webhook, idempotency key, request hash, front): one
+ * statement, one transaction.
  */
 
 static ngx_int_t
@@ -612,7 +614,7 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     char                           *key;
     json_t                         *list;
     ngx_str_t                       src, dst;
-    const char                     *params[11];
+    const char                     *params[12];
     fs_deployment_t                *d;
     ngx_http_flowscale_loc_conf_t  *flcf;
 
@@ -688,6 +690,7 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     params[8] = ctx->webhook.len ? (char *) ctx->webhook.data : NULL;
     params[9] = NULL;
     params[10] = NULL;
+    params[11] = ngx_http_flowscale_front_id();
 
     if (ctx->idempotency_key.len) {
         params[9] = ngx_pnalloc(r->pool, ctx->idempotency_key.len + 1);
@@ -705,7 +708,7 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
 
     if (inputs && prompt && files) {
         ctx->query = ngx_http_flowscale_pg_query(
-                         (char *) ngx_http_flowscale_accept_sql.data, 11,
+                         (char *) ngx_http_flowscale_accept_sql.data, 12,
                          params, NULL, ngx_http_flowscale_accepted, ctx,
                          r->connection->log);
     }

@@ -22,6 +22,7 @@
 #include "ngx_http_flowscale_comfy.h"
 #include "ngx_http_flowscale_reply.h"
 #include "ngx_http_flowscale_dispatch.h"
+#include "ngx_http_flowscale_front.h"
 #include "ngx_http_flowscale_stats.h"      /* issue 7 */
 
 
@@ -39,6 +40,7 @@
 
 typedef enum {
     NGX_HTTP_FLOWSCALE_JOB_WAITING = 0,   /* for the link to open */
+    NGX_HTTP_FLOWSCALE_JOB_CLAIMING,      /* recording its backend */
     NGX_HTTP_FLOWSCALE_JOB_UPLOADING,
     NGX_HTTP_FLOWSCALE_JOB_SUBMITTING,
     NGX_HTTP_FLOWSCALE_JOB_FOLLOWING,
@@ -167,8 +169,15 @@ static void ngx_http_flowscale_job_notify(ngx_http_flowscale_job_t *job,
     ngx_int_t rc, json_t *problem);
 static ngx_http_flowscale_job_t *ngx_http_flowscale_job_find(ngx_str_t *id);
 static void ngx_http_flowscale_kick(void);
-static void ngx_http_flowscale_fetched(void *data, PGresult *res,
+static ngx_int_t ngx_http_flowscale_job_claim(ngx_http_flowscale_job_t *job,
+    ngx_uint_t fetch);
+static void ngx_http_flowscale_claimed(void *data, PGresult *res,
     const char *error);
+static ngx_int_t ngx_http_flowscale_job_read(ngx_http_flowscale_job_t *job,
+    PGresult *res);
+static void ngx_http_flowscale_backend_full(ngx_http_flowscale_link_t *link,
+    ngx_http_flowscale_loc_conf_t *flcf);
+static void ngx_http_flowscale_forget(ngx_str_t *id);
 static void ngx_http_flowscale_leader(ngx_event_t *ev);
 static void ngx_http_flowscale_adopt(void);
 static void ngx_http_flowscale_release_named(ngx_str_t *name);
@@ -412,6 +421,27 @@ ngx_http_flowscale_dispatch_new(ngx_http_flowscale_loc_conf_t *flcf,
     job->submitted = submitted;
     job->data = data;
     *jobp = job;
+
+    /*
+     * Alone, the zone's count is exact and the backend is recorded once
+     * ComfyUI took the prompt; with other fronts about, PostgreSQL checks
+     * the depth and records the backend first.
+     */
+    if (ngx_http_flowscale_fronts() > 1
+        && ngx_http_flowscale_job_claim(job, 0) != NGX_OK)
+    {
+        /* the files stay the request's */
+        job->owned_files = NULL;
+        job->owned_nfiles = 0;
+        job->submitted = NULL;
+        ngx_http_flowscale_job_free(job);
+        *jobp = NULL;
+        goto requeue;
+    }
+
+    if (job->state == NGX_HTTP_FLOWSCALE_JOB_CLAIMING) {
+        return NGX_AGAIN;
+    }
 
     ngx_http_flowscale_job_start(job);
 
@@ -670,13 +700,15 @@ ngx_http_flowscale_reserve_locked(ngx_http_flowscale_loc_conf_t *flcf,
 
         slot = &ds->zone->sh->backends[link[i]->slot];
 
-        if (slot->outstanding >= flcf->backend_depth) {
+        /* with the runs other nginx fronts put there */
+        if (slot->outstanding + slot->foreign >= flcf->backend_depth) {
             continue;
         }
 
         if (best == NULL
-            || slot->outstanding * best->weight
-               < best_slot->outstanding * link[i]->weight)
+            || (slot->outstanding + slot->foreign) * best->weight
+               < (best_slot->outstanding + best_slot->foreign)
+                 * link[i]->weight)
         {
             best = link[i];
             best_slot = slot;
@@ -1862,7 +1894,6 @@ ngx_http_flowscale_kick(void)
 {
     ngx_str_t                               id;
     ngx_uint_t                              i, n;
-    const char                             *params[1];
     ngx_http_flowscale_run_t               *run;
     ngx_http_flowscale_job_t               *job;
     ngx_http_flowscale_link_t              *link;
@@ -1924,19 +1955,7 @@ ngx_http_flowscale_kick(void)
             return;
         }
 
-        params[0] = (char *) job->id.data;
-
-        job->query = ngx_http_flowscale_pg_query(
-            "SELECT r.prompt, coalesce((SELECT json_agg(json_build_object("
-            "'input', f.input, 'node', f.node, 'slot', f.slot, "
-            "'filename', f.filename, 'content_type', f.content_type, "
-            "'data', encode(f.data, 'base64'))) "
-            "FROM flowscale.run_files f WHERE f.run_id = r.id), '[]') "
-            "FROM flowscale.runs r WHERE r.id = $1 "
-            "AND r.status IN ('queued', 'running')",
-            1, params, NULL, ngx_http_flowscale_fetched, job, job->log);
-
-        if (job->query == NULL) {
+        if (ngx_http_flowscale_job_claim(job, 1) != NGX_OK) {
             ngx_http_flowscale_job_lost(job, "database unavailable");
             return;
         }
@@ -1944,43 +1963,150 @@ ngx_http_flowscale_kick(void)
 }
 
 
-/* a queued run's prompt and files, from PostgreSQL */
+/*
+ * Before a run goes to a backend, PostgreSQL records which one, if the run
+ * is still this front's: a front that takes over after this one died
+ * knows where each run went, and never sends one twice.  With other fronts
+ * about, it also checks the backend's depth across them.  fetch: the
+ * prompt and files come back too (a run from the gateway queue).
+ */
+
+static ngx_int_t
+ngx_http_flowscale_job_claim(ngx_http_flowscale_job_t *job, ngx_uint_t fetch)
+{
+    u_char       depth[NGX_INT_T_LEN + 1];
+    const char  *params[5];
+
+    params[0] = (char *) job->id.data;
+    params[1] = ngx_http_flowscale_front_id();
+    params[2] = (char *) job->link->peer.name.data;
+    params[3] = NULL;
+    params[4] = fetch ? "t" : "f";
+
+    if (ngx_http_flowscale_fronts() > 1) {
+        ngx_sprintf(depth, "%ui%Z", job->flcf->backend_depth);
+        params[3] = (char *) depth;
+    }
+
+    job->state = NGX_HTTP_FLOWSCALE_JOB_CLAIMING;
+    job->query = ngx_http_flowscale_pg_query(
+        "SELECT claimed, prompt, files "
+        "FROM flowscale.claim_run($1, $2, $3, $4, $5)",
+        5, params, NULL, ngx_http_flowscale_claimed, job, job->log);
+
+    return job->query ? NGX_OK : NGX_ERROR;
+}
+
 
 static void
-ngx_http_flowscale_fetched(void *data, PGresult *res, const char *error)
+ngx_http_flowscale_claimed(void *data, PGresult *res, const char *error)
 {
     ngx_http_flowscale_job_t *job = data;
 
+    char  *claimed;
+
+    job->query = NULL;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQntuples(res) != 1)
+    {
+        ngx_log_error(NGX_LOG_WARN, job->log, 0, "flowscale: cannot claim "
+                      "run %V: %s", &job->id,
+                      res ? PQresultErrorMessage(res) : error);
+        ngx_http_flowscale_job_lost(job, "database unavailable");
+        return;
+    }
+
+    claimed = PQgetvalue(res, 0, 0);
+
+    if (ngx_strcmp(claimed, "full") == 0) {
+        /* other fronts filled it: full here too until the next count */
+        ngx_http_flowscale_backend_full(job->link, job->flcf);
+        ngx_http_flowscale_release(job->link);
+        ngx_http_flowscale_requeue(&job->id);
+        ngx_http_flowscale_job_notify(job, NGX_ERROR, NULL);
+        ngx_http_flowscale_job_free(job);
+        return;
+    }
+
+    if (ngx_strcmp(claimed, "ok") != 0) {
+        /*
+         * Canceled, finished, or taken over by another front meanwhile:
+         * not this front's to run, nor to show.
+         */
+        ngx_http_flowscale_release(job->link);
+        ngx_http_flowscale_forget(&job->id);
+        ngx_http_flowscale_job_notify(job, NGX_ERROR, NULL);
+        ngx_http_flowscale_job_free(job);
+        return;
+    }
+
+    if (job->prompt == NULL
+        && ngx_http_flowscale_job_read(job, res) != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_flowscale_job_start(job);
+}
+
+
+static void
+ngx_http_flowscale_backend_full(ngx_http_flowscale_link_t *link,
+    ngx_http_flowscale_loc_conf_t *flcf)
+{
+    ngx_http_flowscale_backend_slot_t  *slot;
+    ngx_http_flowscale_dispatcher_t    *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    slot = &ds->zone->sh->backends[link->slot];
+
+    if (slot->foreign < flcf->backend_depth) {
+        slot->foreign = flcf->backend_depth;
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+}
+
+
+/* a run this front does not have (any more): GET reads PostgreSQL */
+
+static void
+ngx_http_flowscale_forget(ngx_str_t *id)
+{
+    ngx_http_flowscale_run_t         *run;
+    ngx_http_flowscale_dispatcher_t  *ds = &ngx_http_flowscale_dispatcher;
+
+    ngx_http_flowscale_runs_lock(ds->zone);
+
+    run = ngx_http_flowscale_runs_find(ds->zone, id->data, id->len);
+
+    if (run && run->status < NGX_HTTP_FLOWSCALE_SUCCEEDED) {
+        ngx_http_flowscale_runs_forget(ds->zone, run);
+    }
+
+    ngx_http_flowscale_runs_unlock(ds->zone);
+}
+
+
+/* a queued run's prompt and files, as claim_run() returned them */
+
+static ngx_int_t
+ngx_http_flowscale_job_read(ngx_http_flowscale_job_t *job, PGresult *res)
+{
     size_t                          i;
     json_t                         *files, *f;
     ngx_str_t                       src;
     ngx_http_flowscale_job_file_t  *jf;
 
-    job->query = NULL;
-
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ngx_http_flowscale_job_lost(job, "database unavailable");
-        return;
-    }
-
-    if (PQntuples(res) == 0) {
-        /*
-         * Canceled or finished meanwhile: nothing to do.  ("running" is
-         * fine: a run that lost its backend may still be marked so while
-         * its "queued again" update is on its way.)
-         */
-        ngx_http_flowscale_release(job->link);
-        ngx_http_flowscale_job_free(job);
-        return;
-    }
-
-    job->prompt = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-    files = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+    job->prompt = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+    files = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
 
     if (job->prompt == NULL || files == NULL) {
         json_decref(files);
         ngx_http_flowscale_job_lost(job, "unreadable run");
-        return;
+        return NGX_ERROR;
     }
 
     json_array_foreach(files, i, f) {
@@ -2025,10 +2151,10 @@ ngx_http_flowscale_fetched(void *data, PGresult *res, const char *error)
 
     if (job->files.nelts != i) {
         ngx_http_flowscale_job_lost(job, "unreadable run files");
-        return;
+        return NGX_ERROR;
     }
 
-    ngx_http_flowscale_job_start(job);
+    return NGX_OK;
 }
 
 
@@ -2090,6 +2216,7 @@ ngx_http_flowscale_leader(ngx_event_t *ev)
     ngx_http_flowscale_runs_unlock(ds->zone);
 
     if (lead) {
+        ngx_http_flowscale_front_tick();
         ngx_http_flowscale_recover();
         ngx_http_flowscale_adopt();
         ngx_http_flowscale_health_tick();

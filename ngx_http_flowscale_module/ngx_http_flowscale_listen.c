@@ -4,7 +4,9 @@
  * non-blocking PostgreSQL connection of its own that listens on channel
  * "flowscale_keys"; revoke_api_key, regenerate_api_key, set_project_auth
  * (and any change of the keys and projects tables, through triggers)
- * notify it, and the shared key cache drops what changed.
+ * notify it, and the shared key cache drops what changed.  On channel
+ * "flowscale_runs", DELETE L/runs/ID on another nginx front reaches the
+ * front that has the run.
  *
  * It reconnects by itself, with backoff.  While it is down, cached keys
  * keep serving until their TTL ends (the API stays up when the database
@@ -271,7 +273,8 @@ ngx_http_flowscale_listen_poll(void)
                        "flowscale listen: connected");
 
         ls->state = NGX_HTTP_FLOWSCALE_LISTEN_SUBSCRIBING;
-        ngx_http_flowscale_listen_send("LISTEN flowscale_keys");
+        ngx_http_flowscale_listen_send("LISTEN flowscale_keys; "
+                                       "LISTEN flowscale_runs");
         return;
 
     case PGRES_POLLING_FAILED:
@@ -290,7 +293,8 @@ ngx_http_flowscale_listen_send(const char *sql)
     int                           rc;
     ngx_http_flowscale_listen_t  *ls = &ngx_http_flowscale_listen;
 
-    if (!PQsendQueryParams(ls->pg, sql, 0, NULL, NULL, NULL, NULL, 0)) {
+    /* the simple protocol: the LISTENs go as one string */
+    if (!PQsendQuery(ls->pg, sql)) {
         ngx_http_flowscale_listen_lost(PQerrorMessage(ls->pg));
         return;
     }
@@ -383,6 +387,10 @@ ngx_http_flowscale_listen_read(void)
         if (ngx_strcmp(n->relname, "flowscale_keys") == 0) {
             ngx_http_flowscale_auth_notify((u_char *) n->extra,
                                            ngx_strlen(n->extra), ls->log);
+
+        } else if (ngx_strcmp(n->relname, "flowscale_runs") == 0) {
+            ngx_http_flowscale_cancel_notify((u_char *) n->extra,
+                                             ngx_strlen(n->extra), ls->log);
         }
 
         PQfreemem(n);

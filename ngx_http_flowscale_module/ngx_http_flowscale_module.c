@@ -30,6 +30,7 @@
 
 
 static void *ngx_http_flowscale_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_flowscale_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_flowscale_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_flowscale_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -65,6 +66,14 @@ static ngx_int_t ngx_http_flowscale_check_name(ngx_conf_t *cf,
 
 static ngx_conf_num_bounds_t  ngx_http_flowscale_depth_bounds = {
     ngx_conf_check_num_bounds, 1, 1000
+};
+
+
+static char *ngx_http_flowscale_check_lease(ngx_conf_t *cf, void *post,
+    void *data);
+
+static ngx_conf_post_t  ngx_http_flowscale_lease_post = {
+    ngx_http_flowscale_check_lease
 };
 
 
@@ -237,6 +246,15 @@ static ngx_command_t  ngx_http_flowscale_commands[] = {
       offsetof(ngx_http_flowscale_loc_conf_t, webhook_ssl_verify),
       NULL },
 
+    /* several nginx fronts on one PostgreSQL (ngx_http_flowscale_front.c) */
+
+    { ngx_string("flowscale_lease"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_flowscale_main_conf_t, lease),
+      &ngx_http_flowscale_lease_post },
+
     { ngx_string("flowscale_webhook_ssl_trusted_certificate"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -286,7 +304,7 @@ static ngx_http_module_t  ngx_http_flowscale_module_ctx = {
     ngx_http_flowscale_postconfiguration,  /* postconfiguration */
 
     ngx_http_flowscale_create_main_conf,   /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_flowscale_init_main_conf,     /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -329,6 +347,8 @@ ngx_http_flowscale_create_main_conf(ngx_conf_t *cf)
      *     fmcf->db = NULL;
      */
 
+    fmcf->lease = NGX_CONF_UNSET_MSEC;
+
     if (ngx_array_init(&fmcf->deployments, cf->pool, 4,
                        sizeof(ngx_http_flowscale_loc_conf_t *))
         != NGX_OK)
@@ -337,6 +357,32 @@ ngx_http_flowscale_create_main_conf(ngx_conf_t *cf)
     }
 
     return fmcf;
+}
+
+
+static char *
+ngx_http_flowscale_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_flowscale_main_conf_t *fmcf = conf;
+
+    ngx_conf_init_msec_value(fmcf->lease, 10000);
+
+    return NGX_CONF_OK;
+}
+
+
+/* a lease renewed every second must outlive a few missed beats */
+
+static char *
+ngx_http_flowscale_check_lease(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *lease = data;
+
+    if (*lease < 3000) {
+        return "must be at least 3s: the lease is renewed every second";
+    }
+
+    return NGX_CONF_OK;
 }
 
 

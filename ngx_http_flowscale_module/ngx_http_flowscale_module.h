@@ -47,6 +47,7 @@ typedef struct {
     ngx_shm_zone_t                 *shm_zone;
     ngx_http_flowscale_db_conf_t   *db;
     ngx_array_t                     deployments;   /* loc_conf_t * */
+    ngx_msec_t                      lease;         /* flowscale_lease */
 
     /* webhooks (ngx_http_flowscale_webhook.c) */
     ngx_str_t                       webhook_trusted_certificate;
@@ -174,6 +175,8 @@ ngx_int_t ngx_http_flowscale_list(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf);
 ngx_int_t ngx_http_flowscale_cancel(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
+void ngx_http_flowscale_cancel_notify(u_char *payload, size_t len,
+    ngx_log_t *log);
 ngx_int_t ngx_http_flowscale_events(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_uint_t ngx_http_flowscale_view_belongs(ngx_http_flowscale_run_view_t *v,

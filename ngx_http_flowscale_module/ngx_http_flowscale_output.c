@@ -4,7 +4,8 @@
  * from the backend that made it (ComfyUI's /view), through nginx's own
  * upstream machinery: nginx streams it, keeps memory bounded, and passes
  * Range through so the backend answers 206 itself.  Text outputs are
- * answered directly.
+ * answered directly.  A run the zone does not hold (evicted, from before a
+ * restart, or accepted by another nginx front) is read from PostgreSQL.
  */
 
 
@@ -13,6 +14,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_pg.h"
 #include "ngx_http_flowscale_comfy.h"
 #include "ngx_http_flowscale_dispatch.h"
 
@@ -27,6 +29,26 @@ typedef struct {
 } ngx_http_flowscale_output_ctx_t;
 
 
+/* the output asked for, while PostgreSQL is read */
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_http_flowscale_loc_conf_t  *flcf;
+    ngx_http_flowscale_pg_query_t  *query;
+    char                            name[FS_NAME_MAX + 1];
+    ngx_int_t                       n;
+} ngx_http_flowscale_output_read_t;
+
+
+static ngx_int_t ngx_http_flowscale_output_serve(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, const char *name, ngx_int_t n,
+    ngx_str_t *outputs, ngx_str_t *backend);
+static ngx_int_t ngx_http_flowscale_output_read_pg(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, const char *name,
+    ngx_int_t n);
+static void ngx_http_flowscale_output_read(void *data, PGresult *res,
+    const char *error);
+static void ngx_http_flowscale_output_read_cleanup(void *data);
+static ngx_int_t ngx_http_flowscale_output_not_found(ngx_http_request_t *r);
 static ngx_int_t ngx_http_flowscale_output_text(ngx_http_request_t *r,
     const char *text);
 static ngx_int_t ngx_http_flowscale_output_proxy(ngx_http_request_t *r,
@@ -68,10 +90,8 @@ ngx_http_flowscale_output(ngx_http_request_t *r,
 {
     u_char                         *slash;
     char                            name[FS_NAME_MAX + 1];
-    json_t                         *outputs, *item;
     ngx_int_t                       rc, n;
     ngx_str_t                       backend;
-    const char                     *kind;
     ngx_http_flowscale_zone_t      *z;
     ngx_http_flowscale_run_view_t   view;
 
@@ -83,7 +103,7 @@ ngx_http_flowscale_output(ngx_http_request_t *r,
     if (slash == NULL || n == NGX_ERROR
         || (size_t) (slash - rest->data) > FS_NAME_MAX)
     {
-        goto not_found;
+        return ngx_http_flowscale_output_not_found(r);
     }
 
     ngx_cpystrn((u_char *) name, rest->data, slash - rest->data + 1);
@@ -96,21 +116,44 @@ ngx_http_flowscale_output(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (rc == NGX_DECLINED
-        || !ngx_http_flowscale_view_belongs(&view, flcf)
-        || view.run.outputs.len == 0)
-    {
-        goto not_found;
+    if (rc == NGX_DECLINED) {
+        return ngx_http_flowscale_output_read_pg(r, flcf, id, name, n);
     }
 
-    outputs = json_loadb((char *) view.run.outputs.data, view.run.outputs.len,
-                         0, NULL);
+    if (!ngx_http_flowscale_view_belongs(&view, flcf)) {
+        return ngx_http_flowscale_output_not_found(r);
+    }
 
-    item = json_array_get(json_object_get(outputs, name), n);
+    backend.data = view.run.backend;
+    backend.len = ngx_strlen(view.run.backend);
+
+    return ngx_http_flowscale_output_serve(r, flcf, name, n,
+                                           &view.run.outputs, &backend);
+}
+
+
+/* the Nth item of output NAME in a run's outputs JSON */
+
+static ngx_int_t
+ngx_http_flowscale_output_serve(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, const char *name, ngx_int_t n,
+    ngx_str_t *outputs, ngx_str_t *backend)
+{
+    json_t      *all, *item;
+    ngx_int_t    rc;
+    const char  *kind;
+
+    if (outputs->len == 0) {
+        return ngx_http_flowscale_output_not_found(r);
+    }
+
+    all = json_loadb((char *) outputs->data, outputs->len, 0, NULL);
+
+    item = json_array_get(json_object_get(all, name), n);
 
     if (item == NULL) {
-        json_decref(outputs);
-        goto not_found;
+        json_decref(all);
+        return ngx_http_flowscale_output_not_found(r);
     }
 
     kind = json_string_value(json_object_get(item, "kind"));
@@ -118,20 +161,130 @@ ngx_http_flowscale_output(ngx_http_request_t *r,
     if (kind && ngx_strcmp(kind, "text") == 0) {
         rc = ngx_http_flowscale_output_text(r,
                  json_string_value(json_object_get(item, "text")));
-        json_decref(outputs);
+        json_decref(all);
         return rc;
     }
 
-    backend.data = view.run.backend;
-    backend.len = ngx_strlen(view.run.backend);
-
-    rc = ngx_http_flowscale_output_proxy(r, flcf, &backend, item);
-    json_decref(outputs);
+    rc = ngx_http_flowscale_output_proxy(r, flcf, backend, item);
+    json_decref(all);
 
     return rc;
+}
 
-not_found:
 
+static ngx_int_t
+ngx_http_flowscale_output_read_pg(ngx_http_request_t *r,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, const char *name,
+    ngx_int_t n)
+{
+    u_char                            *p;
+    const char                        *params[3];
+    ngx_pool_cleanup_t                *cln;
+    ngx_http_flowscale_output_read_t  *rd;
+
+    /* a malformed id is simply not found */
+    for (p = id->data; p < id->data + id->len; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')
+              || *p == '-'))
+        {
+            break;
+        }
+    }
+
+    if (id->len != NGX_HTTP_FLOWSCALE_RUN_ID_LEN || p != id->data + id->len)
+    {
+        return ngx_http_flowscale_output_not_found(r);
+    }
+
+    rd = ngx_pcalloc(r->pool, sizeof(ngx_http_flowscale_output_read_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    params[0] = ngx_pnalloc(r->pool, id->len + 1);
+
+    if (rd == NULL || cln == NULL || params[0] == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_cpystrn((u_char *) params[0], id->data, id->len + 1);
+    params[1] = (char *) flcf->name.data;
+    params[2] = (char *) flcf->project.data;
+
+    rd->request = r;
+    rd->flcf = flcf;
+    rd->n = n;
+    ngx_cpystrn((u_char *) rd->name, (u_char *) name, sizeof(rd->name));
+
+    rd->query = ngx_http_flowscale_pg_query(
+        "SELECT coalesce(outputs::text, ''), coalesce(backend, '') "
+        "FROM flowscale.runs "
+        "WHERE id = $1::uuid AND deployment = $2 AND project = $3",
+        3, params, NULL, ngx_http_flowscale_output_read, rd,
+        r->connection->log);
+
+    if (rd->query == NULL) {
+        return ngx_http_flowscale_unavailable(r);
+    }
+
+    cln->handler = ngx_http_flowscale_output_read_cleanup;
+    cln->data = rd;
+
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_flowscale_output_read(void *data, PGresult *res, const char *error)
+{
+    ngx_http_flowscale_output_read_t *rd = data;
+
+    ngx_int_t            rc;
+    ngx_str_t            outputs, backend;
+    ngx_http_request_t  *r;
+
+    /* the reference taken in ngx_http_flowscale_output_read_pg() is ours */
+    r = rd->request;
+    rd->query = NULL;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "flowscale: cannot read a run's outputs: %s",
+                      res ? PQresultErrorMessage(res) : error);
+        ngx_http_flowscale_finalize(r, ngx_http_flowscale_unavailable(r));
+        return;
+    }
+
+    if (PQntuples(res) == 0) {
+        ngx_http_flowscale_finalize(r, ngx_http_flowscale_output_not_found(r));
+        return;
+    }
+
+    outputs.data = (u_char *) PQgetvalue(res, 0, 0);
+    outputs.len = PQgetlength(res, 0, 0);
+    backend.data = (u_char *) PQgetvalue(res, 0, 1);
+    backend.len = PQgetlength(res, 0, 1);
+
+    rc = ngx_http_flowscale_output_serve(r, rd->flcf, rd->name, rd->n,
+                                         &outputs, &backend);
+
+    ngx_http_flowscale_finalize(r, rc);
+}
+
+
+static void
+ngx_http_flowscale_output_read_cleanup(void *data)
+{
+    ngx_http_flowscale_output_read_t *rd = data;
+
+    if (rd->query) {
+        ngx_http_flowscale_pg_cancel(rd->query);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_output_not_found(ngx_http_request_t *r)
+{
     return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
                "Output not found", "This run has no such output file.");
 }

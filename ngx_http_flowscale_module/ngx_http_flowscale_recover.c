@@ -1,10 +1,12 @@
 
 /*
  * FlowScale for nginx: after nginx starts (not after a reload, whose zone
- * lives on), the leader reads the unfinished runs back from PostgreSQL:
- * runs never handed to a backend wait in the gateway queue again, oldest
- * first; runs a backend had are re-attached to it.  Nothing accepted is
- * lost to a restart.
+ * lives on), and whenever this front took over runs of another
+ * (ngx_http_flowscale_front.c), the leader reads this front's unfinished
+ * runs from PostgreSQL: runs never handed to a backend wait in the gateway
+ * queue again, oldest first; runs a backend had are re-attached to it.
+ * Runs the zone already holds are left alone.  Nothing accepted is lost
+ * to a restart.
  */
 
 
@@ -15,6 +17,7 @@
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_pg.h"
 #include "ngx_http_flowscale_dispatch.h"
+#include "ngx_http_flowscale_front.h"
 
 
 #define NGX_HTTP_FLOWSCALE_RECOVER_PAGE  "1000"
@@ -43,8 +46,14 @@ ngx_http_flowscale_recover(void)
     z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
 
     ngx_http_flowscale_runs_lock(z);
-    todo = !z->sh->recovered;
-    z->sh->recovered = 1;
+
+    /* not before this front knows which runs are its own */
+    todo = z->sh->front_ready && !z->sh->recovered;
+
+    if (todo) {
+        z->sh->recovered = 1;
+    }
+
     ngx_http_flowscale_runs_unlock(z);
 
     if (!todo) {
@@ -64,20 +73,21 @@ static void
 ngx_http_flowscale_recover_page(const char *after_created,
     const char *after_id)
 {
-    const char  *params[2];
+    const char  *params[3];
 
     params[0] = after_created;
     params[1] = after_id;
+    params[2] = ngx_http_flowscale_front_id();
 
     if (ngx_http_flowscale_pg_query(
             "SELECT id, project, deployment, version, inputs, "
             "coalesce(backend, ''), "
             "(extract(epoch FROM created_at) * 1000)::bigint, created_at "
             "FROM flowscale.runs "
-            "WHERE status IN ('queued', 'running') "
+            "WHERE status IN ('queued', 'running') AND front = $3 "
             "AND (created_at, id) > ($1::timestamptz, $2::uuid) "
             "ORDER BY created_at, id LIMIT " NGX_HTTP_FLOWSCALE_RECOVER_PAGE,
-            2, params, NULL, ngx_http_flowscale_recovered, NULL,
+            3, params, NULL, ngx_http_flowscale_recovered, NULL,
             ngx_cycle->log)
         == NULL)
     {

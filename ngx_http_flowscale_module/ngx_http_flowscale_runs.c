@@ -524,6 +524,34 @@ ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
 }
 
 
+/*
+ * A run that is not this nginx's any more (another front took it over):
+ * it leaves the zone, and readers find it in PostgreSQL.
+ */
+
+void
+ngx_http_flowscale_runs_forget(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run)
+{
+    ngx_str_t  key;
+
+    if (run->pending) {
+        ngx_http_flowscale_runs_dequeue(z, run);
+    }
+
+    ngx_http_flowscale_runs_landed(run);
+
+    if (run->key_counted) {
+        key.data = run->key_id;
+        key.len = ngx_strlen(run->key_id);
+        ngx_http_flowscale_key_run_end_locked(z, &key);
+    }
+
+    ngx_http_flowscale_runs_touch(z, run);
+    ngx_http_flowscale_runs_free(z, run);
+}
+
+
 ngx_http_flowscale_backend_slot_t *
 ngx_http_flowscale_runs_backend(ngx_http_flowscale_zone_t *z,
     ngx_str_t *name)

@@ -108,6 +108,7 @@ typedef struct {
 typedef struct {
     u_char                          name[64];
     ngx_uint_t                      outstanding;
+    ngx_uint_t                      foreign;    /* put there by other fronts */
 
     /* health, written by the leader and by failures seen in traffic */
     unsigned                        probed:1;   /* up/down is known */
@@ -168,6 +169,12 @@ typedef struct {
     ngx_pid_t                       leader;     /* runs background work */
     ngx_msec_t                      leader_seen;
 
+    /* this nginx among others on one PostgreSQL (..._front.c) */
+    u_char                          front_id[NGX_HTTP_FLOWSCALE_RUN_ID_LEN + 1];
+    ngx_uint_t                      fronts;     /* holding a lease */
+    unsigned                        front_registered:1;
+    unsigned                        front_ready:1;  /* took over at start */
+
     ngx_uint_t                      nbackends;
     ngx_http_flowscale_backend_slot_t  backends[NGX_HTTP_FLOWSCALE_MAX_BACKENDS];
 
@@ -214,6 +221,8 @@ ngx_int_t ngx_http_flowscale_runs_set_json(ngx_http_flowscale_zone_t *z,
     ngx_str_t *field, u_char *data, size_t len);
 void ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run, ngx_http_flowscale_status_e status);
+void ngx_http_flowscale_runs_forget(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run);
 void ngx_http_flowscale_runs_changed(ngx_http_flowscale_zone_t *z);
 void ngx_http_flowscale_runs_touch(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run);

@@ -11,6 +11,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_flowscale_module.h"
+#include "ngx_http_flowscale_front.h"
 
 
 static ngx_int_t ngx_http_flowscale_init_zone(ngx_shm_zone_t *shm_zone,
@@ -158,6 +159,10 @@ ngx_http_flowscale_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     /* never 0: a deployment's state of generation 0 is "not known yet" */
     zone->sh->generation = 1;
+
+    /* a new life of this nginx among the fronts on its PostgreSQL */
+    ngx_http_flowscale_front_new_id(zone->sh->front_id);
+    zone->sh->fronts = 1;
 
     ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
                     ngx_http_flowscale_runs_rbtree_insert);

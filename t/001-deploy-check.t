@@ -670,3 +670,32 @@ qr{\[emerg\] .*workflow ".*/wf\.json": node "9" \(SaveImage\) input "images" lin
 --- must_die
 --- error_log eval
 qr{\[emerg\] .*"flowscale_deployment" directive is not allowed here}
+
+
+
+=== TEST 43: a lease too short to outlive a missed beat
+--- http_config
+    flowscale_database "hostaddr=127.0.0.1 port=5432 dbname=flowscale user=flowscale";
+    flowscale_lease 2s;
+    upstream comfyui { server 127.0.0.1:8188; }
+--- config
+    location /v1/t {
+        flowscale_deployment t;
+        flowscale_workflow $TEST_NGINX_SERVER_ROOT/html/wf.json;
+        flowscale_output result 9;
+        flowscale_backend comfyui;
+    }
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*"flowscale_lease" directive must be at least 3s: the lease is renewed every second in .*nginx\.conf:\d+}
+
+
+
+=== TEST 44: flowscale_lease is an http-level setting
+--- config
+    location /v1/t {
+        flowscale_lease 10s;
+    }
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*"flowscale_lease" directive is not allowed here}
