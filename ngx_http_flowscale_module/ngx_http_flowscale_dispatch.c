@@ -1920,7 +1920,9 @@ ngx_http_flowscale_kick(void)
             dst = ngx_http_flowscale_runs_deployment(ds->zone, &flcf->project,
                                                      &flcf->name);
 
-            run = dst ? ngx_http_flowscale_runs_next(dst) : NULL;
+            /* a stopped deployment's runs wait until it starts again */
+            run = (dst && dst->state != NGX_HTTP_FLOWSCALE_STOPPED)
+                  ? ngx_http_flowscale_runs_next(dst) : NULL;
 
             if (run == NULL) {
                 continue;

@@ -97,8 +97,8 @@ ngx_http_flowscale_events(ngx_http_request_t *r,
     }
 
     if (rc == NGX_DECLINED) {
-        /* not live here: the run as PostgreSQL has it, as one event */
-        return ngx_http_flowscale_send_run_event(r, flcf, id);
+        /* not live here: followed in PostgreSQL */
+        return ngx_http_flowscale_remote_events(r, flcf, id);
     }
 
     if (!ngx_http_flowscale_view_belongs(&view, flcf)) {

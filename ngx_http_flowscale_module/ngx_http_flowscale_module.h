@@ -11,6 +11,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <libpq-fe.h>
 
 #include "ngx_http_flowscale_workflow.h"
 #include "ngx_http_flowscale_runs.h"
@@ -155,7 +156,10 @@ ngx_int_t ngx_http_flowscale_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 ngx_int_t ngx_http_flowscale_send_run(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_uint_t status);
-ngx_int_t ngx_http_flowscale_send_run_event(ngx_http_request_t *r,
+extern const char *ngx_http_flowscale_run_sql;
+void ngx_http_flowscale_pg_view(PGresult *res,
+    ngx_http_flowscale_run_view_t *v);
+ngx_int_t ngx_http_flowscale_remote_events(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_int_t ngx_http_flowscale_wait(ngx_http_request_t *r, ngx_str_t *id,
     ngx_msec_t ms);

@@ -50,8 +50,6 @@ static ngx_int_t ngx_http_flowscale_send_view(ngx_http_request_t *r,
     ngx_uint_t status);
 static ngx_int_t ngx_http_flowscale_read_pg(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_uint_t status);
-static ngx_int_t ngx_http_flowscale_send_view_event(ngx_http_request_t *r,
-    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v);
 static void ngx_http_flowscale_read_done(void *data, PGresult *res,
     const char *error);
 static void ngx_http_flowscale_read_cleanup(void *data);
@@ -72,51 +70,21 @@ static ngx_str_t  ngx_http_flowscale_json_type =
     ngx_string("application/json");
 
 
+/* a run in PostgreSQL, as ngx_http_flowscale_pg_view() reads it */
+const char  *ngx_http_flowscale_run_sql =
+    "SELECT id, deployment, version, status, inputs, outputs, error, "
+    "(extract(epoch FROM created_at) * 1000)::bigint, "
+    "coalesce((extract(epoch FROM started_at) * 1000)::bigint, 0), "
+    "coalesce((extract(epoch FROM finished_at) * 1000)::bigint, 0), "
+    "project "
+    "FROM flowscale.runs "
+    "WHERE id = $1::uuid AND deployment = $2 AND project = $3";
+
+
 static ngx_uint_t
 ngx_http_flowscale_is_finished(ngx_http_flowscale_status_e s)
 {
     return s >= NGX_HTTP_FLOWSCALE_SUCCEEDED;
-}
-
-
-/*
- * The event stream of a run read from PostgreSQL: its state as one event
- * (for a finished run, the final event carrying it), then the end.
- */
-
-ngx_int_t
-ngx_http_flowscale_send_run_event(ngx_http_request_t *r,
-    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id)
-{
-    return ngx_http_flowscale_read_pg(r, flcf, id, 0);
-}
-
-
-static ngx_int_t
-ngx_http_flowscale_send_view_event(ngx_http_request_t *r,
-    ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v)
-{
-    u_char     *p;
-    ngx_str_t   run, body;
-
-    static ngx_str_t  type = ngx_string("text/event-stream");
-
-    if (ngx_http_flowscale_render_run(r->pool, flcf, v, &run) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body.data = ngx_pnalloc(r->pool, run.len + 64);
-    if (body.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    run.len--;                                  /* its newline */
-
-    p = ngx_sprintf(body.data, "event: %s\ndata: %V\n\n",
-                    ngx_http_flowscale_status_name(v->run.status), &run);
-    body.len = p - body.data;
-
-    return ngx_http_flowscale_send_json(r, NGX_HTTP_OK, &type, &body);
 }
 
 
@@ -501,16 +469,9 @@ ngx_http_flowscale_read_pg(ngx_http_request_t *r,
 
     ngx_cpystrn((u_char *) params[0], id->data, id->len + 1);
 
-    ctx->query = ngx_http_flowscale_pg_query(
-        "SELECT id, deployment, version, status, inputs, outputs, error, "
-        "(extract(epoch FROM created_at) * 1000)::bigint, "
-        "coalesce((extract(epoch FROM started_at) * 1000)::bigint, 0), "
-        "coalesce((extract(epoch FROM finished_at) * 1000)::bigint, 0), "
-        "project "
-        "FROM flowscale.runs "
-        "WHERE id = $1::uuid AND deployment = $2 AND project = $3",
-        3, params, NULL, ngx_http_flowscale_read_done, ctx,
-        r->connection->log);
+    ctx->query = ngx_http_flowscale_pg_query(ngx_http_flowscale_run_sql, 3,
+                     params, NULL, ngx_http_flowscale_read_done, ctx,
+                     r->connection->log);
 
     if (ctx->query == NULL) {
         return ngx_http_flowscale_unavailable(r);
@@ -531,12 +492,9 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
 {
     ngx_http_flowscale_read_ctx_t *ctx = data;
 
-    char                           *s;
     ngx_int_t                       rc;
-    ngx_uint_t                      i;
     ngx_http_request_t             *r;
     ngx_http_flowscale_run_view_t   v;
-    ngx_http_flowscale_status_e     st;
 
     /* the reference taken in ngx_http_flowscale_read_pg() is ours */
     r = ctx->request;
@@ -557,16 +515,40 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
         return;
     }
 
-    ngx_memzero(&v, sizeof(ngx_http_flowscale_run_view_t));
+    ngx_http_flowscale_pg_view(res, &v);
 
-    ngx_memcpy(v.run.id, PQgetvalue(res, 0, 0),
+    if (ctx->status == NGX_HTTP_OK
+        && !ngx_http_flowscale_is_finished(v.run.status))
+    {
+        ctx->status = NGX_HTTP_ACCEPTED;
+    }
+
+    /* res lives until we return: render now */
+    rc = ngx_http_flowscale_send_view(r, ctx->flcf, &v, ctx->status);
+
+    ngx_http_flowscale_finalize(r, rc);
+}
+
+
+/* the row of ngx_http_flowscale_run_sql as a view (res must outlive it) */
+
+void
+ngx_http_flowscale_pg_view(PGresult *res, ngx_http_flowscale_run_view_t *v)
+{
+    char                         *s;
+    ngx_uint_t                    i;
+    ngx_http_flowscale_status_e   st;
+
+    ngx_memzero(v, sizeof(ngx_http_flowscale_run_view_t));
+
+    ngx_memcpy(v->run.id, PQgetvalue(res, 0, 0),
                NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
-    ngx_cpystrn(v.run.deployment, (u_char *) PQgetvalue(res, 0, 1),
-                sizeof(v.run.deployment));
-    ngx_cpystrn(v.run.version, (u_char *) PQgetvalue(res, 0, 2),
-                sizeof(v.run.version));
-    ngx_cpystrn(v.run.project, (u_char *) PQgetvalue(res, 0, 10),
-                sizeof(v.run.project));
+    ngx_cpystrn(v->run.deployment, (u_char *) PQgetvalue(res, 0, 1),
+                sizeof(v->run.deployment));
+    ngx_cpystrn(v->run.version, (u_char *) PQgetvalue(res, 0, 2),
+                sizeof(v->run.version));
+    ngx_cpystrn(v->run.project, (u_char *) PQgetvalue(res, 0, 10),
+                sizeof(v->run.project));
 
     s = PQgetvalue(res, 0, 3);
     st = NGX_HTTP_FLOWSCALE_QUEUED;
@@ -578,7 +560,7 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
         }
     }
 
-    v.run.status = st;
+    v->run.status = st;
 
 #define ngx_http_flowscale_pg_str(f, col)                                    \
     if (!PQgetisnull(res, 0, col)) {                                         \
@@ -586,34 +568,18 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
         (f).len = PQgetlength(res, 0, col);                                  \
     }
 
-    ngx_http_flowscale_pg_str(v.run.inputs, 4);
-    ngx_http_flowscale_pg_str(v.run.outputs, 5);
-    ngx_http_flowscale_pg_str(v.run.error, 6);
+    ngx_http_flowscale_pg_str(v->run.inputs, 4);
+    ngx_http_flowscale_pg_str(v->run.outputs, 5);
+    ngx_http_flowscale_pg_str(v->run.error, 6);
 
 #undef ngx_http_flowscale_pg_str
 
-    v.run.created = ngx_atoof((u_char *) PQgetvalue(res, 0, 7),
-                              PQgetlength(res, 0, 7));
-    v.run.started = ngx_atoof((u_char *) PQgetvalue(res, 0, 8),
-                              PQgetlength(res, 0, 8));
-    v.run.finished = ngx_atoof((u_char *) PQgetvalue(res, 0, 9),
-                               PQgetlength(res, 0, 9));
-
-    if (ctx->status == 0) {
-        /* GET L/runs/ID/events of a run this nginx no longer holds */
-        rc = ngx_http_flowscale_send_view_event(r, ctx->flcf, &v);
-        ngx_http_flowscale_finalize(r, rc);
-        return;
-    }
-
-    if (ctx->status == NGX_HTTP_OK && !ngx_http_flowscale_is_finished(st)) {
-        ctx->status = NGX_HTTP_ACCEPTED;
-    }
-
-    /* res lives until we return: render now */
-    rc = ngx_http_flowscale_send_view(r, ctx->flcf, &v, ctx->status);
-
-    ngx_http_flowscale_finalize(r, rc);
+    v->run.created = ngx_atoof((u_char *) PQgetvalue(res, 0, 7),
+                               PQgetlength(res, 0, 7));
+    v->run.started = ngx_atoof((u_char *) PQgetvalue(res, 0, 8),
+                               PQgetlength(res, 0, 8));
+    v->run.finished = ngx_atoof((u_char *) PQgetvalue(res, 0, 9),
+                                PQgetlength(res, 0, 9));
 }
 
 

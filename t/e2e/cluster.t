@@ -197,6 +197,23 @@ subtest 'submit on one front; read run, events and output on the others' => sub 
        'an unknown run is 404');
 };
 
+subtest 'an event stream on another front follows the run to its end' => sub {
+    slow(1);
+    my $res = post_run($F[0], { prompt => 'stream ' . rand, steps => 2 });
+    my $id = $res->{json}{id} // '';
+    my $t0 = time;
+    my $ev = $F[1]->get("/v1/c/runs/$id/events", %auth);
+    is($ev->{status}, 200, 'front 2: 200');
+    like($ev->{headers}{'content-type'} // '', qr{^text/event-stream}, 'text/event-stream');
+    my @names = ($ev->{content} // '') =~ /^event: (\w+)$/mg;
+    ok(scalar(grep { $_ eq 'started' } @names), 'a started event') or diag "@names";
+    is($names[-1], 'succeeded', 'and the final event');
+    my ($data) = ($ev->{content} // '') =~ /event: succeeded\ndata: (.*)\n/;
+    is(eval { $J->decode($data)->{id} }, $id, 'carrying the run');
+    ok(time - $t0 > 0.5, sprintf('the stream stayed open while it ran (%.1fs)', time - $t0));
+    slow(0);
+};
+
 subtest 'cancel through another front: a running run and a queued one' => sub {
     slow(3);
     my @ids = map { post_run($F[0], { prompt => "cancel $_ " . rand, steps => 2 })
@@ -222,9 +239,10 @@ subtest 'cancel through another front: a running run and a queued one' => sub {
     is($del->{json}{status}, 'canceled', 'canceled');
     ok(time - $t0 < 3, sprintf('before the run would have ended (%.1fs)', time - $t0));
     is(db_status($ids[0]), 'canceled', 'PostgreSQL: canceled');
-    my $sim = on_sim($ids[0]);
-    ok(scalar(grep { ($_->{prompt_id} // '') eq $ids[0] }
-              sim_events($sim, 'interrupt'), sim_events($sim, 'delete')),
+    my $sim = on_sim($ids[0]) // 'simA';
+    ok(wait_for(2, sub { scalar(grep { ($_->{prompt_id} // '') eq $ids[0] }
+                                sim_events($sim, 'interrupt'),
+                                sim_events($sim, 'delete')) }),
        'the backend was told to stop it');
     slow(0);
     my ($st) = poll_all($F[0], [$ids[1]]);
@@ -262,13 +280,27 @@ subtest 'key revocation and deployment stop reach every front within a second' =
        sprintf('refused on every front (%.2fs)', time - $t0));
     is($_->get('/v1/c/runs', %h)->{status}, 403, "$_->{name}: 403") for @F;
 
+    slow(1);
+    my @ids = map { post_run($F[0], { prompt => "stop $_ " . rand, steps => 2 })
+                    ->{json}{id} // '' } 1 .. 3;
+    ok(wait_for(5, sub { defined on_sim($ids[0]) && defined on_sim($ids[1]) }),
+       'two runs are running, one waits');
     psql("select flowscale.stop_deployment('fleet', 'c')");
     $t0 = time;
     ok(wait_for(1.2, sub { !grep { post_run($_, { prompt => 'x' })->{status} != 503 } @F }),
        sprintf('stopped on every front (%.2fs)', time - $t0));
+    my @st = poll_all($F[1], [ @ids[0, 1] ]);
+    is_deeply(\@st, [ 'succeeded', 'succeeded' ], 'the running runs finish');
+    sleep 0.5;
+    is(get_run($F[2], $ids[2])->{json}{status}, 'queued',
+       'the waiting run stays queued while stopped');
+    ok(!defined on_sim($ids[2]), 'and reached no backend');
+    slow(0);
     psql("select flowscale.start_deployment('fleet', 'c')");
     ok(wait_for(2, sub { !grep { post_run($_, { prompt => 'y', steps => 1 })->{status} != 202 } @F }),
        'started again on every front');
+    @st = poll_all($F[1], [ $ids[2] ]);
+    is($st[0], 'succeeded', 'the waiting run runs once started again');
 };
 
 subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none lost or doubled' => sub {
