@@ -24,6 +24,7 @@
 
 #include "ngx_http_flowscale_module.h"
 #include "ngx_http_flowscale_stats.h"
+#include "ngx_http_flowscale_front.h"
 #include "ngx_http_flowscale_auth.h"
 #include "ngx_http_flowscale_pg.h"
 
@@ -1026,8 +1027,12 @@ ngx_http_flowscale_metrics_handler(ngx_http_request_t *r)
             "# HELP flowscale_db_connections_up PostgreSQL connections open "
             "or opening.\n"
             "# TYPE flowscale_db_connections_up gauge\n"
-            "flowscale_db_connections_up %ui\n",
-            s.db_errors, s.pool, s.up);
+            "flowscale_db_connections_up %ui\n"
+            "# HELP flowscale_fronts nginx fronts holding a lease on this "
+            "PostgreSQL at the last beat.\n"
+            "# TYPE flowscale_fronts gauge\n"
+            "flowscale_fronts %ui\n",
+            s.db_errors, s.pool, s.up, ngx_http_flowscale_fronts());
 
     p = ngx_sprintf(p,
             "# HELP flowscale_metrics_render_seconds Time this page took to "
@@ -1254,10 +1259,13 @@ ngx_http_flowscale_status_handler(ngx_http_request_t *r)
     p = ngx_sprintf(p, "],\n\"database\":{\"configured\":%s,"
                     "\"pool_size\":%ui,\"workers\":%ui,\"connections\":%ui,"
                     "\"connections_up\":%ui,\"errors\":%uL},\n"
+                    "\"front\":{\"id\":\"%s\",\"fronts\":%ui},\n"
                     "\"render_seconds\":%.6f}\n",
                     fmcf->db ? "true" : "false",
                     fmcf->db ? fmcf->db->pool_size : 0, s.workers, s.pool,
-                    s.up, s.db_errors, ngx_http_flowscale_clock() - t0);
+                    s.up, s.db_errors, ngx_http_flowscale_front_id(),
+                    ngx_http_flowscale_fronts(),
+                    ngx_http_flowscale_clock() - t0);
 
     return ngx_http_flowscale_stats_send(r, &type, buf, p);
 }

@@ -59,6 +59,9 @@ my $HTTP = <<"HTTP";
             flowscale_backend    gpus;
             flowscale_backend_depth 1;
         }
+
+        location = /flowscale/status { flowscale_status; }
+        location = /metrics { flowscale_metrics; }
     }
 HTTP
 
@@ -170,6 +173,16 @@ subtest 'every front holds a lease in flowscale.fronts' => sub {
         ok(wait_for(10, sub { ($f->get('/v1/c')->{json}{state} // '') eq 'ready' }),
            $f->{name} . ': deployment ready');
     }
+    my %ids = map { $_ => 1 } psql("select id from flowscale.fronts");
+    my @st;
+    wait_for(3, sub {
+        @st = map { $_->get('/flowscale/status')->{json}{front} // {} } @F;
+        return 3 == grep { ($_->{fronts} // 0) == 3 } @st;
+    });
+    is(scalar(grep { $ids{ $_->{id} // '' } } @st), 3, 'each status page names its own front');
+    is(scalar(grep { ($_->{fronts} // 0) == 3 } @st), 3, 'and counts three');
+    like($F[1]->get('/metrics')->{content} // '', qr/^flowscale_fronts 3$/m,
+         'metrics: flowscale_fronts 3');
 };
 
 subtest 'submit on one front; read run, events and output on the others' => sub {
