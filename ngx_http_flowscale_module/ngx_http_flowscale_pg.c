@@ -50,7 +50,6 @@ struct ngx_http_flowscale_pg_query_s {
     int                            *lengths;
     ngx_http_flowscale_pg_done_pt   done;
     void                           *data;
-    ngx_log_t                      *log;
     unsigned                        canceled:1;
 };
 
@@ -308,7 +307,12 @@ ngx_http_flowscale_pg_query(const char *sql, int nparams,
         return NULL;
     }
 
-    p = ngx_create_pool(512, log);
+    /*
+     * Not the caller's log: a request's log lives in its connection, which
+     * may be gone when the result (or a canceled query's) is read and this
+     * pool destroyed.
+     */
+    p = ngx_create_pool(512, ngx_cycle->log);
     if (p == NULL) {
         return NULL;
     }
@@ -321,7 +325,6 @@ ngx_http_flowscale_pg_query(const char *sql, int nparams,
     q->pool = p;
     q->done = done;
     q->data = data;
-    q->log = log;
     q->nparams = nparams;
 
     len = ngx_strlen(sql) + 1;
