@@ -80,8 +80,8 @@ ngx_http_flowscale_front_id(void)
 
     z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
 
-    /* written once, before any worker starts */
-    return (const char *) z->sh->front_id;
+    /* written once, before any worker starts; no zone: no deployment */
+    return z ? (const char *) z->sh->front_id : "";
 }
 
 
@@ -92,6 +92,10 @@ ngx_http_flowscale_fronts(void)
     ngx_http_flowscale_zone_t  *z;
 
     z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+
+    if (z == NULL) {
+        return 1;
+    }
 
     ngx_http_flowscale_runs_lock(z);
     n = z->sh->fronts;

@@ -1060,7 +1060,7 @@ ngx_http_flowscale_status_handler(ngx_http_request_t *r)
     ngx_int_t                               rc, k;
     ngx_uint_t                              i, j, first, nconf;
     ngx_tm_t                                tm;
-    const char                             *state;
+    const char                             *state, *id;
     ngx_http_flowscale_dstats_t            *d, zero;
     ngx_http_flowscale_snapshot_t           s;
     ngx_http_flowscale_loc_conf_t         **flcfp, *flcf;
@@ -1256,15 +1256,17 @@ ngx_http_flowscale_status_handler(ngx_http_request_t *r)
         }
     }
 
+    id = ngx_http_flowscale_front_id();
+
     p = ngx_sprintf(p, "],\n\"database\":{\"configured\":%s,"
                     "\"pool_size\":%ui,\"workers\":%ui,\"connections\":%ui,"
                     "\"connections_up\":%ui,\"errors\":%uL},\n"
-                    "\"front\":{\"id\":\"%s\",\"fronts\":%ui},\n"
+                    "\"front\":{\"id\":%s%s%s,\"fronts\":%ui},\n"
                     "\"render_seconds\":%.6f}\n",
                     fmcf->db ? "true" : "false",
                     fmcf->db ? fmcf->db->pool_size : 0, s.workers, s.pool,
-                    s.up, s.db_errors, ngx_http_flowscale_front_id(),
-                    ngx_http_flowscale_fronts(),
+                    s.up, s.db_errors, id[0] ? "\"" : "", id[0] ? id : "null",
+                    id[0] ? "\"" : "", ngx_http_flowscale_fronts(),
                     ngx_http_flowscale_clock() - t0);
 
     return ngx_http_flowscale_stats_send(r, &type, buf, p);

@@ -48,7 +48,7 @@ GET /flowscale/status
 --- response_headers
 Content-Type: application/json
 --- response_body_like chomp
-^\{"generation":0,"leader":0,"deployments":\[\],\n"backends":\[\],\n"database":\{"configured":false,"pool_size":0,"workers":0,"connections":0,"connections_up":0,"errors":0\},\n"render_seconds":\d+\.\d+\}\n$
+^\{"generation":0,"leader":0,"deployments":\[\],\n"backends":\[\],\n"database":\{"configured":false,"pool_size":0,"workers":0,"connections":0,"connections_up":0,"errors":0\},\n"front":\{"id":null,"fronts":1\},\n"render_seconds":\d+\.\d+\}\n$
 
 
 
