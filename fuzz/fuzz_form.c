@@ -160,6 +160,7 @@ static void
 fuzz_validate_given(json_t *given, int form, fs_part_t *parts,
     size_t nfiles)
 {
+    char       *fast, *slow;
     size_t      nout;
     json_t     *values, *errors, *uploaded, *prompt;
     fs_file_t  *files;
@@ -177,6 +178,20 @@ fuzz_validate_given(json_t *given, int form, fs_part_t *parts,
             abort();
         }
 
+        json_decref(prompt);
+
+        /* the template's text is the full dump, byte for byte */
+        prompt = fs_prompt_build(fuzz_deployment(), values, NULL,
+                                 "flowscale/run");
+        fast = fs_prompt_text(fuzz_deployment(), values, "flowscale/run");
+        slow = prompt ? json_dumps(prompt, JSON_COMPACT) : NULL;
+
+        if (fast == NULL || slow == NULL || strcmp(fast, slow) != 0) {
+            abort();
+        }
+
+        free(fast);
+        free(slow);
         json_decref(prompt);
         json_decref(uploaded);
         json_decref(values);

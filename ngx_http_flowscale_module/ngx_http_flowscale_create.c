@@ -44,7 +44,8 @@ typedef struct {
     ngx_http_flowscale_job_t       *job;
 
     json_t                         *values;
-    json_t                         *prompt;
+    char                           *inputs;     /* values as JSON text */
+    char                           *prompt;     /* JSON text */
     fs_file_t                      *files;
     size_t                          nfiles;
 
@@ -70,8 +71,8 @@ typedef struct {
 typedef struct {
     ngx_http_flowscale_loc_conf_t  *flcf;
     ngx_str_t                      *id;
-    json_t                         *values;
-    json_t                         *prompt;
+    char                           *inputs;     /* JSON text */
+    char                           *prompt;
     fs_file_t                     **files;      /* taken by a backend */
     size_t                         *nfiles;
     ngx_str_t                      *key;
@@ -84,8 +85,8 @@ typedef struct {
 typedef struct {
     ngx_http_flowscale_loc_conf_t  *flcf;
     ngx_str_t                       id;
-    json_t                         *values;
-    json_t                         *prompt;
+    char                           *inputs;
+    char                           *prompt;
     fs_file_t                      *files;
     size_t                          nfiles;
     ngx_str_t                       key;
@@ -610,7 +611,7 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx)
 {
     size_t                          i;
-    char                           *inputs, *prompt, *files, prefix[64];
+    char                           *files, prefix[64];
     char                           *key;
     json_t                         *list;
     ngx_str_t                       src, dst;
@@ -628,8 +629,10 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     ngx_snprintf((u_char *) prefix, sizeof(prefix), "flowscale/%V%Z",
                  &ctx->id);
 
-    ctx->prompt = fs_prompt_build(d, ctx->values, NULL, prefix);
-    if (ctx->prompt == NULL) {
+    ctx->prompt = fs_prompt_text(d, ctx->values, prefix);
+    ctx->inputs = json_dumps(ctx->values, JSON_COMPACT);
+
+    if (ctx->prompt == NULL || ctx->inputs == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -674,8 +677,6 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
         ngx_cpystrn((u_char *) key, ctx->key->data, ctx->key->len + 1);
     }
 
-    inputs = json_dumps(ctx->values, JSON_COMPACT);
-    prompt = json_dumps(ctx->prompt, JSON_COMPACT);
     files = json_dumps(list, JSON_COMPACT);
     json_decref(list);
 
@@ -684,8 +685,8 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     params[2] = (char *) flcf->name.data;
     params[3] = d->version;
     params[4] = key;
-    params[5] = inputs;
-    params[6] = prompt;
+    params[5] = ctx->inputs;
+    params[6] = ctx->prompt;
     params[7] = files;
     params[8] = ctx->webhook.len ? (char *) ctx->webhook.data : NULL;
     params[9] = NULL;
@@ -695,8 +696,6 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
     if (ctx->idempotency_key.len) {
         params[9] = ngx_pnalloc(r->pool, ctx->idempotency_key.len + 1);
         if (params[9] == NULL) {
-            free(inputs);
-            free(prompt);
             free(files);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -706,15 +705,13 @@ ngx_http_flowscale_accept(ngx_http_request_t *r,
         params[10] = (char *) ctx->request_hash;
     }
 
-    if (inputs && prompt && files) {
+    if (files) {
         ctx->query = ngx_http_flowscale_pg_query(
                          (char *) ngx_http_flowscale_accept_sql.data, 12,
                          params, NULL, ngx_http_flowscale_accepted, ctx,
                          r->connection->log);
     }
 
-    free(inputs);
-    free(prompt);
     free(files);
 
     if (ctx->query == NULL) {
@@ -786,7 +783,7 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
 
     a.flcf = ctx->flcf;
     a.id = &ctx->id;
-    a.values = ctx->values;
+    a.inputs = ctx->inputs;
     a.prompt = ctx->prompt;
     a.files = &ctx->files;
     a.nfiles = &ctx->nfiles;
@@ -821,7 +818,6 @@ ngx_http_flowscale_admit(ngx_http_flowscale_admission_t *a,
     ngx_http_flowscale_submitted_pt submitted, void *data,
     ngx_http_flowscale_job_t **job)
 {
-    char                       *inputs;
     ngx_int_t                   rc;
     ngx_str_t                   json;
     ngx_http_flowscale_zone_t  *z;
@@ -830,14 +826,13 @@ ngx_http_flowscale_admit(ngx_http_flowscale_admission_t *a,
     ngx_http_flowscale_stats_run_accepted(a->flcf);   /* issue 7 */
 
     z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
-    inputs = json_dumps(a->values, JSON_COMPACT);
 
-    json.data = (u_char *) inputs;
-    json.len = inputs ? ngx_strlen(inputs) : 0;
+    json.data = (u_char *) a->inputs;
+    json.len = ngx_strlen(a->inputs);
 
     ngx_http_flowscale_runs_lock(z);
 
-    run = inputs ? ngx_http_flowscale_runs_insert(z, a->id, &json) : NULL;
+    run = ngx_http_flowscale_runs_insert(z, a->id, &json);
 
     if (run) {
         ngx_cpystrn(run->project, a->flcf->project.data,
@@ -861,7 +856,6 @@ ngx_http_flowscale_admit(ngx_http_flowscale_admission_t *a,
     }
 
     ngx_http_flowscale_runs_unlock(z);
-    free(inputs);
 
     if (run == NULL) {
         /* PostgreSQL has it: the next start reads it back */
@@ -926,13 +920,13 @@ ngx_http_flowscale_orphan(ngx_http_flowscale_create_ctx_t *ctx)
     ngx_memcpy(p, ctx->webhook.data, ctx->webhook.len);
 
     /* the copy takes these over */
-    o->values = ctx->values;
+    o->inputs = ctx->inputs;
     o->prompt = ctx->prompt;
     o->files = ctx->files;
     o->nfiles = ctx->nfiles;
     o->key_counted = ctx->key_counted;
 
-    ctx->values = NULL;
+    ctx->inputs = NULL;
     ctx->prompt = NULL;
     ctx->files = NULL;
     ctx->nfiles = 0;
@@ -958,7 +952,7 @@ ngx_http_flowscale_orphan_accepted(void *data, PGresult *res,
     {
         a.flcf = o->flcf;
         a.id = &o->id;
-        a.values = o->values;
+        a.inputs = o->inputs;
         a.prompt = o->prompt;
         a.files = &o->files;
         a.nfiles = &o->nfiles;
@@ -973,8 +967,8 @@ ngx_http_flowscale_orphan_accepted(void *data, PGresult *res,
                                    o->key_counted);
     }
 
-    json_decref(o->values);
-    json_decref(o->prompt);
+    free(o->inputs);
+    free(o->prompt);
     fs_files_free(o->files, o->nfiles);
     ngx_free(o);
 }
@@ -1064,7 +1058,8 @@ ngx_http_flowscale_create_cleanup(void *data)
     }
 
     json_decref(ctx->values);
-    json_decref(ctx->prompt);
+    free(ctx->inputs);
+    free(ctx->prompt);
     fs_files_free(ctx->files, ctx->nfiles);
 }
 

@@ -69,7 +69,8 @@ struct ngx_http_flowscale_job_s {
     ngx_http_flowscale_loc_conf_t  *flcf;
     ngx_http_flowscale_link_t      *link;
 
-    json_t                         *prompt;
+    ngx_str_t                       prompt;     /* JSON text */
+    json_t                         *graph;      /* parsed, for uploads */
     ngx_array_t                     files;      /* job_file_t */
     ngx_uint_t                      next_file;
 
@@ -140,6 +141,8 @@ static void ngx_http_flowscale_job_upload(ngx_http_flowscale_job_t *job);
 static void ngx_http_flowscale_job_uploaded(void *data, ngx_int_t rc,
     ngx_uint_t status, ngx_str_t *body);
 static void ngx_http_flowscale_job_submit(ngx_http_flowscale_job_t *job);
+static ngx_int_t ngx_http_flowscale_job_prompt(ngx_http_flowscale_job_t *job,
+    const char *text);
 static void ngx_http_flowscale_job_submitted(void *data, ngx_int_t rc,
     ngx_uint_t status, ngx_str_t *body);
 static void ngx_http_flowscale_job_lost(ngx_http_flowscale_job_t *job,
@@ -370,7 +373,7 @@ ngx_http_flowscale_link_slot(ngx_http_flowscale_link_t *link)
 
 ngx_int_t
 ngx_http_flowscale_dispatch_new(ngx_http_flowscale_loc_conf_t *flcf,
-    ngx_str_t *id, json_t *prompt, fs_file_t *files, size_t nfiles,
+    ngx_str_t *id, const char *prompt, fs_file_t *files, size_t nfiles,
     ngx_http_flowscale_submitted_pt submitted, void *data,
     ngx_http_flowscale_job_t **jobp)
 {
@@ -393,7 +396,10 @@ ngx_http_flowscale_dispatch_new(ngx_http_flowscale_loc_conf_t *flcf,
         goto requeue;
     }
 
-    job->prompt = json_deep_copy(prompt);
+    if (ngx_http_flowscale_job_prompt(job, prompt) != NGX_OK) {
+        ngx_http_flowscale_job_free(job);
+        goto requeue;
+    }
 
     for (i = 0; i < nfiles; i++) {
         in = ngx_http_flowscale_find_input(flcf->deployment, files[i].input);
@@ -889,7 +895,7 @@ ngx_http_flowscale_job_free(ngx_http_flowscale_job_t *job)
 
     fs_files_free(job->owned_files, job->owned_nfiles);
 
-    json_decref(job->prompt);
+    json_decref(job->graph);
     json_decref(job->outputs);
     json_decref(job->error);
 
@@ -1118,8 +1124,20 @@ ngx_http_flowscale_job_uploaded(void *data, ngx_int_t rc, ngx_uint_t status,
 
     json_decref(reply);
 
-    node = json_object_get(json_object_get(job->prompt, f->node), "inputs");
-    json_object_set_new(node, f->slot, json_string(name));
+    /* the graph is parsed only for runs with files */
+    if (job->graph == NULL) {
+        job->graph = json_loadb((char *) job->prompt.data, job->prompt.len, 0,
+                                NULL);
+    }
+
+    node = json_object_get(json_object_get(job->graph, f->node), "inputs");
+
+    if (node == NULL
+        || json_object_set_new(node, f->slot, json_string(name)) != 0)
+    {
+        ngx_http_flowscale_job_lost(job, "unreadable prompt");
+        return;
+    }
 
     job->next_file++;
     ngx_http_flowscale_job_upload(job);
@@ -1130,36 +1148,37 @@ static void
 ngx_http_flowscale_job_submit(ngx_http_flowscale_job_t *job)
 {
     char       *text;
-    json_t     *req;
     ngx_str_t   path, type, body;
 
     job->state = NGX_HTTP_FLOWSCALE_JOB_SUBMITTING;
 
-    req = json_pack("{s:O, s:s%, s:s%}",
-                    "prompt", job->prompt,
-                    "client_id", job->link->client_id.data,
-                    job->link->client_id.len,
-                    "prompt_id", job->id.data, job->id.len);
+    if (job->graph) {
+        /* uploaded files changed it */
+        text = json_dumps(job->graph, JSON_COMPACT);
 
-    text = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
+        if (text == NULL || ngx_http_flowscale_job_prompt(job, text) != NGX_OK)
+        {
+            free(text);
+            ngx_http_flowscale_job_lost(job, "out of memory");
+            return;
+        }
 
-    if (text == NULL) {
-        ngx_http_flowscale_job_lost(job, "out of memory");
-        return;
+        free(text);
     }
 
-    body.len = ngx_strlen(text);
+    /* ids and the client id are ours: nothing to escape */
+    body.len = sizeof("{\"prompt\":,\"client_id\":\"\",\"prompt_id\":\"\"}") - 1
+               + job->prompt.len + job->link->client_id.len + job->id.len;
     body.data = ngx_pnalloc(job->pool, body.len);
 
     if (body.data == NULL) {
-        free(text);
         ngx_http_flowscale_job_lost(job, "out of memory");
         return;
     }
 
-    ngx_memcpy(body.data, text, body.len);
-    free(text);
+    ngx_sprintf(body.data, "{\"prompt\":%V,\"client_id\":\"%V\","
+                "\"prompt_id\":\"%V\"}", &job->prompt, &job->link->client_id,
+                &job->id);
 
     ngx_str_set(&path, "/prompt");
     ngx_str_set(&type, "application/json");
@@ -1171,6 +1190,24 @@ ngx_http_flowscale_job_submit(ngx_http_flowscale_job_t *job)
     if (job->req == NULL) {
         ngx_http_flowscale_job_lost(job, "cannot submit");
     }
+}
+
+
+/* the prompt's JSON text, in the job's pool */
+
+static ngx_int_t
+ngx_http_flowscale_job_prompt(ngx_http_flowscale_job_t *job, const char *text)
+{
+    job->prompt.len = ngx_strlen(text);
+    job->prompt.data = ngx_pnalloc(job->pool, job->prompt.len);
+
+    if (job->prompt.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(job->prompt.data, text, job->prompt.len);
+
+    return NGX_OK;
 }
 
 
@@ -2043,7 +2080,7 @@ ngx_http_flowscale_claimed(void *data, PGresult *res, const char *error)
         return;
     }
 
-    if (job->prompt == NULL
+    if (job->prompt.len == 0
         && ngx_http_flowscale_job_read(job, res) != NGX_OK)
     {
         return;
@@ -2102,10 +2139,12 @@ ngx_http_flowscale_job_read(ngx_http_flowscale_job_t *job, PGresult *res)
     ngx_str_t                       src;
     ngx_http_flowscale_job_file_t  *jf;
 
-    job->prompt = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
     files = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
 
-    if (job->prompt == NULL || files == NULL) {
+    if (PQgetisnull(res, 0, 1) || files == NULL
+        || ngx_http_flowscale_job_prompt(job, PQgetvalue(res, 0, 1))
+           != NGX_OK)
+    {
         json_decref(files);
         ngx_http_flowscale_job_lost(job, "unreadable run");
         return NGX_ERROR;

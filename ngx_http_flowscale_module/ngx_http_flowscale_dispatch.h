@@ -60,7 +60,7 @@ void ngx_http_flowscale_dispatch_exit_process(ngx_cycle_t *cycle);
  * when it waits in the gateway queue.
  */
 ngx_int_t ngx_http_flowscale_dispatch_new(
-    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, json_t *prompt,
+    ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, const char *prompt,
     fs_file_t *files, size_t nfiles, ngx_http_flowscale_submitted_pt submitted,
     void *data, ngx_http_flowscale_job_t **job);
 void ngx_http_flowscale_dispatch_detach(ngx_http_flowscale_job_t *job);

@@ -72,6 +72,10 @@ static char *fs_safe_filename(const char *given, const char *input,
     const char *content_type);
 static json_t *fs_slot_value(const fs_input_t *in, json_t *v,
     json_t *uploaded);
+static int fs_prompt_prefix(const fs_deployment_t *d, json_t *prompt,
+    const char *prefix);
+static int fs_template_split(fs_prompt_template_t *t, json_t *kept);
+static char *fs_dump_any(json_t *v);
 
 
 static void
@@ -1283,8 +1287,7 @@ fs_prompt_build(const fs_deployment_t *d, json_t *values, json_t *uploaded,
     const char *prefix)
 {
     size_t             i;
-    json_t            *prompt, *node, *inputs, *v, *typed, *fp;
-    const char        *id;
+    json_t            *prompt, *inputs, *v, *typed;
     const fs_input_t  *in;
 
     prompt = json_deep_copy(d->workflow);
@@ -1313,16 +1316,28 @@ fs_prompt_build(const fs_deployment_t *d, json_t *values, json_t *uploaded,
         }
     }
 
-    if (prefix == NULL) {
-        return prompt;
+    if (prefix && fs_prompt_prefix(d, prompt, prefix) != 0) {
+        json_decref(prompt);
+        return NULL;
     }
 
-    /*
-     * ComfyUI answers an identical prompt from its cache with the files of
-     * the earlier run: a per-run prefix on every node that saves makes the
-     * prompt unique and the file names unambiguous.  A prefix fed by a link
-     * is left alone: links never change.
-     */
+    return prompt;
+}
+
+
+/*
+ * ComfyUI answers an identical prompt from its cache with the files of the
+ * earlier run: a per-run prefix on every node that saves makes the prompt
+ * unique and the file names unambiguous.  A prefix fed by a link is left
+ * alone: links never change.
+ */
+
+static int
+fs_prompt_prefix(const fs_deployment_t *d, json_t *prompt, const char *prefix)
+{
+    size_t       i;
+    json_t      *node, *inputs, *fp;
+    const char  *id;
 
     json_object_foreach(prompt, id, node) {
         inputs = json_object_get(node, "inputs");
@@ -1346,12 +1361,11 @@ fs_prompt_build(const fs_deployment_t *d, json_t *values, json_t *uploaded,
                                 json_string(prefix))
             != 0)
         {
-            json_decref(prompt);
-            return NULL;
+            return -1;
         }
     }
 
-    return prompt;
+    return 0;
 }
 
 
@@ -1381,4 +1395,332 @@ fs_prompt_set_uploads(const fs_deployment_t *d, json_t *prompt,
     }
 
     return 0;
+}
+
+
+/*
+ * The prompt as text, fast.  At deploy time the workflow is dumped once
+ * with a marker in every slot a run writes (each declared input, and the
+ * filename_prefix of the nodes that save); a run's prompt is that text
+ * with the markers replaced by the run's values.  The same text as
+ * dumping fs_prompt_build(), without copying and dumping the whole graph
+ * for every run.  jansson writes the marker "\001fsN\001" as
+ * "\u0001fsN\u0001".
+ */
+
+#define FS_MARK_PREFIX    "\001fs-prefix\001"
+
+
+typedef struct {
+    const char  *text;          /* the text before the hole, in t->text */
+    size_t       len;
+    long         input;         /* the hole: an input's index, -1 the
+                                   prefix, -2 none (the last piece) */
+    char        *kept;          /* the workflow's own value there */
+    size_t       kept_len;
+} fs_piece_t;
+
+
+struct fs_prompt_template_s {
+    char        *text;
+    fs_piece_t  *pieces;
+    size_t       npieces;
+};
+
+
+static int
+fs_template_mark(json_t *inputs, const char *key, json_t *holes,
+    json_int_t input, json_t *kept)
+{
+    json_t  *mark;
+
+    mark = json_sprintf("\001fs%zu\001", json_array_size(holes));
+
+    if (mark == NULL
+        || json_array_append_new(holes, json_pack("[I, O]", input, kept))
+        || json_object_set_new(inputs, key, mark))
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+int
+fs_prompt_prepare(fs_deployment_t *d)
+{
+    int                    rc;
+    char                  *plain;
+    size_t                 i;
+    json_t                *copy, *holes, *node, *inputs, *fp, *kept;
+    const char            *id;
+    fs_prompt_template_t  *t;
+
+    fs_prompt_template_free(d->prompt_template);
+    d->prompt_template = NULL;
+
+    /* a workflow that holds the marker itself keeps the slow path */
+    plain = json_dumps(d->workflow, JSON_COMPACT);
+    rc = (plain == NULL || strstr(plain, "\\u0001fs") != NULL);
+    free(plain);
+
+    if (rc) {
+        return 0;
+    }
+
+    copy = json_deep_copy(d->workflow);
+    holes = json_array();
+    t = calloc(1, sizeof(fs_prompt_template_t));
+    rc = -1;
+
+    if (copy == NULL || holes == NULL || t == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < d->ninputs; i++) {
+        inputs = json_object_get(json_object_get(copy, d->inputs[i].node),
+                                 "inputs");
+        kept = json_object_get(inputs, d->inputs[i].input);
+
+        if (kept == NULL
+            || fs_template_mark(inputs, d->inputs[i].input, holes,
+                                (json_int_t) i, kept)
+               != 0)
+        {
+            goto done;
+        }
+    }
+
+    if (fs_prompt_prefix(d, copy, FS_MARK_PREFIX) != 0) {
+        goto done;
+    }
+
+    json_object_foreach(copy, id, node) {
+        inputs = json_object_get(node, "inputs");
+        fp = json_object_get(inputs, "filename_prefix");
+
+        if (!json_is_string(fp)
+            || strcmp(json_string_value(fp), FS_MARK_PREFIX) != 0)
+        {
+            continue;
+        }
+
+        kept = json_object_get(json_object_get(json_object_get(d->workflow,
+                                   id), "inputs"), "filename_prefix");
+
+        if (fs_template_mark(inputs, "filename_prefix", holes, -1, kept)
+            != 0)
+        {
+            goto done;
+        }
+    }
+
+    t->text = json_dumps(copy, JSON_COMPACT);
+
+    if (t->text == NULL || fs_template_split(t, holes) != 0) {
+        goto done;
+    }
+
+    d->prompt_template = t;
+    t = NULL;
+    rc = 0;
+
+done:
+
+    fs_prompt_template_free(t);
+    json_decref(holes);
+    json_decref(copy);
+
+    return rc;
+}
+
+
+/* the marked text into pieces, each followed by its hole */
+
+static int
+fs_template_split(fs_prompt_template_t *t, json_t *holes)
+{
+    char        *p, *start, *end;
+    size_t       n, h;
+    json_t      *hole;
+    fs_piece_t  *piece;
+
+    n = json_array_size(holes) + 1;
+
+    t->pieces = calloc(n, sizeof(fs_piece_t));
+    if (t->pieces == NULL) {
+        return -1;
+    }
+
+    start = t->text;
+
+    for ( ;; ) {
+        p = strstr(start, "\"\\u0001fs");
+        piece = &t->pieces[t->npieces];
+
+        if (p == NULL || t->npieces == n - 1) {
+            /* every hole found, and no other marker */
+            if (p != NULL || t->npieces != n - 1) {
+                return -1;
+            }
+
+            piece->text = start;
+            piece->len = strlen(start);
+            piece->input = -2;
+            t->npieces++;
+            return 0;
+        }
+
+        h = strtoul(p + sizeof("\"\\u0001fs") - 1, &end, 10);
+
+        if (strncmp(end, "\\u0001\"", sizeof("\\u0001\"") - 1) != 0
+            || (hole = json_array_get(holes, h)) == NULL)
+        {
+            return -1;
+        }
+
+        piece->text = start;
+        piece->len = p - start;
+        piece->input = (long) json_integer_value(json_array_get(hole, 0));
+        piece->kept = fs_dump_any(json_array_get(hole, 1));
+
+        if (piece->kept == NULL) {
+            return -1;
+        }
+
+        piece->kept_len = strlen(piece->kept);
+        t->npieces++;
+
+        start = end + sizeof("\\u0001\"") - 1;
+    }
+}
+
+
+void
+fs_prompt_template_free(fs_prompt_template_t *t)
+{
+    size_t  i;
+
+    if (t == NULL) {
+        return;
+    }
+
+    for (i = 0; i < t->npieces; i++) {
+        free(t->pieces[i].kept);
+    }
+
+    free(t->pieces);
+    free(t->text);
+    free(t);
+}
+
+
+char *
+fs_prompt_text(const fs_deployment_t *d, json_t *values, const char *prefix)
+{
+    char                        *out, *p, **fill, *text;
+    size_t                       i, len;
+    json_t                      *v, *typed;
+    const fs_piece_t            *piece;
+    const fs_prompt_template_t  *t;
+
+    t = d->prompt_template;
+
+    if (t == NULL) {
+        v = fs_prompt_build(d, values, NULL, prefix);
+        text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+        json_decref(v);
+        return text;
+    }
+
+    /* what goes into each hole: a value of this run, or NULL (kept) */
+    fill = calloc(t->npieces + 1, sizeof(char *));
+    if (fill == NULL) {
+        return NULL;
+    }
+
+    out = NULL;
+    len = 0;
+
+    v = prefix ? json_string(prefix) : NULL;
+    fill[t->npieces] = v ? fs_dump_any(v) : NULL;      /* the prefix */
+    json_decref(v);
+
+    if (prefix && fill[t->npieces] == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < t->npieces; i++) {
+        piece = &t->pieces[i];
+        len += piece->len;
+
+        if (piece->input >= 0) {
+            v = json_object_get(values, d->inputs[piece->input].name);
+
+            if (v) {
+                typed = fs_slot_value(&d->inputs[piece->input], v, NULL);
+                fill[i] = typed ? fs_dump_any(typed) : NULL;
+                json_decref(typed);
+
+                if (fill[i] == NULL) {
+                    goto done;
+                }
+            }
+
+        } else if (piece->input == -1) {
+            text = fill[t->npieces];
+            fill[i] = text ? strdup(text) : NULL;
+
+            if (text && fill[i] == NULL) {
+                goto done;
+            }
+        }
+
+        if (piece->input != -2) {
+            len += fill[i] ? strlen(fill[i]) : piece->kept_len;
+        }
+    }
+
+    out = malloc(len + 1);
+    if (out == NULL) {
+        goto done;
+    }
+
+    p = out;
+
+    for (i = 0; i < t->npieces; i++) {
+        piece = &t->pieces[i];
+
+        memcpy(p, piece->text, piece->len);
+        p += piece->len;
+
+        if (piece->input == -2) {
+            continue;
+        }
+
+        text = fill[i] ? fill[i] : piece->kept;
+        len = strlen(text);
+        memcpy(p, text, len);
+        p += len;
+    }
+
+    *p = '\0';
+
+done:
+
+    for (i = 0; i <= t->npieces; i++) {
+        free(fill[i]);
+    }
+
+    free(fill);
+
+    return out;
+}
+
+
+static char *
+fs_dump_any(json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
 }

@@ -100,6 +100,17 @@ json_t *fs_prompt_build(const fs_deployment_t *d, json_t *values,
 int fs_prompt_set_uploads(const fs_deployment_t *d, json_t *prompt,
     json_t *uploaded);
 
+/*
+ * The text of json_dumps(fs_prompt_build(d, values, NULL, prefix),
+ * JSON_COMPACT), made from a template fs_prompt_prepare() keeps in d
+ * (fs_deployment_check() calls it): the whole graph is not copied and
+ * dumped for every run.  NULL as fs_prompt_build() would be; free() it.
+ */
+char *fs_prompt_text(const fs_deployment_t *d, json_t *values,
+    const char *prefix);
+int fs_prompt_prepare(fs_deployment_t *d);
+void fs_prompt_template_free(fs_prompt_template_t *t);
+
 /* the content type of some bytes from their magic, or NULL */
 const char *fs_sniff(const unsigned char *data, size_t len);
 

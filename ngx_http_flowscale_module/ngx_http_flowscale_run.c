@@ -43,7 +43,7 @@ static json_t *ngx_http_flowscale_public_items(
     json_t *items);
 static ngx_int_t ngx_http_flowscale_dump(ngx_pool_t *pool, json_t *v,
     ngx_str_t *out);
-static json_t *ngx_http_flowscale_time(int64_t ms);
+static u_char *ngx_http_flowscale_time(u_char *p, int64_t ms);
 static json_t *ngx_http_flowscale_json_or_null(ngx_str_t *s);
 static ngx_int_t ngx_http_flowscale_send_view(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
@@ -191,9 +191,11 @@ ngx_http_flowscale_render_run(ngx_pool_t *pool,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_http_flowscale_run_view_t *v,
     ngx_str_t *out)
 {
-    char                      *text;
-    json_t                    *run, *progress;
-    ngx_str_t                  id;
+    char                      *outputs;
+    size_t                     len, dlen, nlen;
+    json_t                    *pub;
+    u_char                    *p;
+    ngx_str_t                  id, inputs, error;
     ngx_http_flowscale_run_t  *rn;
 
     rn = &v->run;
@@ -201,57 +203,91 @@ ngx_http_flowscale_render_run(ngx_pool_t *pool,
     id.data = rn->id;
     id.len = NGX_HTTP_FLOWSCALE_RUN_ID_LEN;
 
-    progress = json_null();
+    /*
+     * Written directly: inputs and error are JSON texts already (ours, or
+     * PostgreSQL's), only outputs need rewriting into public URLs.
+     */
+    outputs = NULL;
+
+    if (rn->outputs.len) {
+        pub = ngx_http_flowscale_public_outputs(flcf, &id, &rn->outputs);
+        outputs = pub ? json_dumps(pub, JSON_COMPACT) : NULL;
+        json_decref(pub);
+
+        if (outputs == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_str_set(&inputs, "null");
+    ngx_str_set(&error, "null");
+
+    if (rn->inputs.len) {
+        inputs = rn->inputs;
+    }
+
+    if (rn->error.len) {
+        error = rn->error;
+    }
+
+    dlen = ngx_strlen(rn->deployment);
+    nlen = ngx_strlen(rn->progress_node);
+
+    len = sizeof("{\"id\":\"\",\"deployment\":\"\",\"version\":\"\","
+                 "\"status\":\"succeeded\",\"inputs\":,\"queue_position\":,"
+                 "\"progress\":{\"value\":,\"max\":,\"node\":\"\"},"
+                 "\"created_at\":,\"started_at\":,\"finished_at\":,"
+                 "\"outputs\":{},\"error\":}\n")
+          + id.len + dlen + ngx_escape_json(NULL, rn->deployment, dlen)
+          + ngx_strlen(rn->version) + inputs.len + NGX_INT_T_LEN
+          + 2 * NGX_INT32_LEN + nlen + ngx_escape_json(NULL,
+                                                         rn->progress_node,
+                                                         nlen)
+          + 3 * sizeof("\"2026-11-29T23:20:21.123Z\"")
+          + (outputs ? ngx_strlen(outputs) : 0) + error.len;
+
+    out->data = ngx_pnalloc(pool, len);
+
+    if (out->data == NULL) {
+        free(outputs);
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(out->data, "{\"id\":\"%V\",\"deployment\":\"", &id);
+    p = (u_char *) ngx_escape_json(p, rn->deployment, dlen);
+    p = ngx_sprintf(p, "\",\"version\":\"%s\",\"status\":\"%s\","
+                    "\"inputs\":%V,\"queue_position\":",
+                    rn->version, ngx_http_flowscale_status_name(rn->status),
+                    &inputs);
+
+    p = v->position ? ngx_sprintf(p, "%ui", v->position)
+                    : ngx_cpymem(p, "null", 4);
 
     if (rn->progress_max > 0) {
-        progress = json_pack("{s:i, s:i, s:s}",
-                             "value", (int) rn->progress_value,
-                             "max", (int) rn->progress_max,
-                             "node", (char *) rn->progress_node);
+        p = ngx_sprintf(p, ",\"progress\":{\"value\":%D,\"max\":%D,"
+                        "\"node\":\"", rn->progress_value, rn->progress_max);
+        p = (u_char *) ngx_escape_json(p, rn->progress_node, nlen);
+        p = ngx_cpymem(p, "\"}", 2);
+
+    } else {
+        p = ngx_cpymem(p, ",\"progress\":null", sizeof(",\"progress\":null") - 1);
     }
 
-    run = json_pack("{s:s%, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, "
-                    "s:o, s:o}",
-                    "id", (char *) rn->id,
-                    (size_t) NGX_HTTP_FLOWSCALE_RUN_ID_LEN,
-                    "deployment", (char *) rn->deployment,
-                    "version", (char *) rn->version,
-                    "status", ngx_http_flowscale_status_name(rn->status),
-                    "inputs", ngx_http_flowscale_json_or_null(&rn->inputs),
-                    "queue_position", v->position
-                                      ? json_integer(v->position)
-                                      : json_null(),
-                    "progress", progress,
-                    "created_at", ngx_http_flowscale_time(rn->created),
-                    "started_at", ngx_http_flowscale_time(rn->started),
-                    "finished_at", ngx_http_flowscale_time(rn->finished),
-                    "outputs", ngx_http_flowscale_public_outputs(flcf,
-                                                                 &id,
-                                                                 &rn->outputs),
-                    "error", ngx_http_flowscale_json_or_null(&rn->error));
+    p = ngx_cpymem(p, ",\"created_at\":", sizeof(",\"created_at\":") - 1);
+    p = ngx_http_flowscale_time(p, rn->created);
+    p = ngx_cpymem(p, ",\"started_at\":", sizeof(",\"started_at\":") - 1);
+    p = ngx_http_flowscale_time(p, rn->started);
+    p = ngx_cpymem(p, ",\"finished_at\":", sizeof(",\"finished_at\":") - 1);
+    p = ngx_http_flowscale_time(p, rn->finished);
 
-    if (run == NULL) {
-        return NGX_ERROR;
-    }
+    p = ngx_sprintf(p, ",\"outputs\":%s,\"error\":%V}\n",
+                    outputs ? outputs : "{}", &error);
 
-    text = json_dumps(run, JSON_COMPACT);
-    json_decref(run);
+    free(outputs);
 
-    if (text == NULL) {
-        return NGX_ERROR;
-    }
+    out->len = p - out->data;
 
-    out->len = ngx_strlen(text) + 1;
-    out->data = ngx_pnalloc(pool, out->len);
-
-    if (out->data) {
-        ngx_memcpy(out->data, text, out->len - 1);
-        out->data[out->len - 1] = '\n';
-    }
-
-    free(text);
-
-    return out->data ? NGX_OK : NGX_ERROR;
+    return NGX_OK;
 }
 
 
@@ -385,24 +421,23 @@ ngx_http_flowscale_dump(ngx_pool_t *pool, json_t *v, ngx_str_t *out)
 }
 
 
-static json_t *
-ngx_http_flowscale_time(int64_t ms)
+/* a time in ms since the epoch as a JSON string, or null */
+
+static u_char *
+ngx_http_flowscale_time(u_char *p, int64_t ms)
 {
-    u_char    buf[32];
     ngx_tm_t  tm;
 
     if (ms <= 0) {
-        return json_null();
+        return ngx_cpymem(p, "null", 4);
     }
 
     ngx_gmtime((time_t) (ms / 1000), &tm);
 
-    ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02d.%03dZ%Z",
-                tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                (int) (ms % 1000));
-
-    return json_string((char *) buf);
+    return ngx_sprintf(p, "\"%4d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       (int) (ms % 1000));
 }
 
 

@@ -17,6 +17,7 @@
 
 #include "ngx_http_flowscale_workflow.h"
 #include "ngx_http_flowscale_io.h"
+#include "ngx_http_flowscale_inputs.h"
 
 
 static int fs_workflow_check_node(const char *name, const char *id,
@@ -69,6 +70,7 @@ fs_deployment_free(fs_deployment_t *d)
 
     free(d->inputs);
     free(d->outputs);
+    fs_prompt_template_free(d->prompt_template);
     free(d->workflow_name);
     json_decref(d->workflow);
     free(d);
@@ -264,6 +266,9 @@ fs_deployment_check(fs_deployment_t *d, fs_error_t *err)
     }
 
     fs_version(d);
+
+    /* without a template (out of memory), runs take the slow path */
+    (void) fs_prompt_prepare(d);
 
     return 0;
 }

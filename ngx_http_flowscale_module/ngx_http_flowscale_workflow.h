@@ -76,9 +76,13 @@ typedef struct {
 } fs_output_t;
 
 
+typedef struct fs_prompt_template_s  fs_prompt_template_t;
+
+
 typedef struct {
     char           *workflow_name;   /* file name, for messages */
     json_t         *workflow;        /* the API-format graph */
+    fs_prompt_template_t  *prompt_template;   /* fs_prompt_prepare() */
 
     fs_input_t     *inputs;
     size_t          ninputs;

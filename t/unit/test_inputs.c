@@ -1028,6 +1028,78 @@ set(json_t *graph, const char *node, const char *input, json_t *v)
 }
 
 
+/* the template's text is the full dump of fs_prompt_build(), byte for byte */
+
+static void
+expect_same_text(const fs_deployment_t *d, json_t *values, const char *prefix)
+{
+    char    *fast, *slow;
+    json_t  *prompt;
+
+    prompt = fs_prompt_build(d, values, NULL, prefix);
+    assert_non_null(prompt);
+    slow = json_dumps(prompt, JSON_COMPACT);
+    fast = fs_prompt_text(d, values, prefix);
+    assert_non_null(fast);
+
+    if (strcmp(fast, slow) != 0) {
+        print_error("template text\n%s\nis not\n%s\n", fast, slow);
+        fail();
+    }
+
+    free(fast);
+    free(slow);
+    json_decref(prompt);
+}
+
+
+static void
+test_prompt_text(void **state)
+{
+    result_t          r;
+    json_t           *values;
+    fs_deployment_t  *d;
+
+    (void) state;
+
+    d = deployment();
+    assert_non_null(d->prompt_template);
+    memset(&r, 0, sizeof(r));
+
+    assert_int_equal(run(d, "{\"prompt\": \"a \\\"dog\\\" \\u00e9\\n\", "
+                            "\"steps\": 30, \"cfg\": 5.25, \"flag\": false, "
+                            "\"seed\": 7, \"image\": \"" PNG_B64 "\", "
+                            "\"doc\": \"aGk=\"}", 0, &r), 0);
+    expect_same_text(d, r.values, "flowscale/RUN1");
+    expect_same_text(d, r.values, NULL);
+    expect_same_text(d, r.values, "a \"quoted\" prefix");
+    done(&r);
+
+    /* inputs not given keep the workflow's values */
+    values = json_object();
+    expect_same_text(d, values, "p");
+
+    /* a value that does not fit its input: NULL, as fs_prompt_build */
+    json_object_set_new(values, "steps", json_string("many"));
+    assert_null(fs_prompt_text(d, values, "p"));
+    json_decref(values);
+
+    fs_deployment_free(d);
+
+    /* a workflow that holds the marker itself has no template, same text */
+    d = deployment();
+    json_object_set_new(json_object_get(json_object_get(d->workflow, "6"),
+                                        "inputs"),
+                        "note", json_string("\001fs0\001"));
+    assert_int_equal(fs_prompt_prepare(d), 0);
+    assert_null(d->prompt_template);
+    values = json_pack("{s:s}", "prompt", "x");
+    expect_same_text(d, values, "p");
+    json_decref(values);
+    fs_deployment_free(d);
+}
+
+
 static void
 test_prompt_build(void **state)
 {
@@ -1364,6 +1436,7 @@ main(void)
         cmocka_unit_test(test_files_parts),
         cmocka_unit_test(test_required_file),
         cmocka_unit_test(test_prompt_build),
+        cmocka_unit_test(test_prompt_text),
         cmocka_unit_test(test_conf_workflows),
         cmocka_unit_test(test_sniff),
     };
