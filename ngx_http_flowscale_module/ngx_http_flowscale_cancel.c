@@ -26,6 +26,22 @@
 #define NGX_HTTP_FLOWSCALE_CANCEL_POLL  250
 
 
+/*
+ * Canceled if still queued; else its status says why not.  The front
+ * that has an unfinished run hears of it (at commit).
+ * $1 id, $2 project, $3 deployment.
+ */
+static const char  *ngx_http_flowscale_cancel_sql =
+    "WITH r AS (SELECT status FROM flowscale.runs WHERE id = $1::uuid "
+    "AND project = $2 AND deployment = $3), "
+    "c AS (UPDATE flowscale.runs SET status = 'canceled', "
+    "finished_at = now() WHERE id = $1::uuid AND project = $2 "
+    "AND deployment = $3 AND status = 'queued' RETURNING status) "
+    "SELECT (SELECT count(*) FROM c), (SELECT status FROM r), "
+    "(SELECT pg_notify('flowscale_runs', 'cancel:' || $1) FROM r "
+    "WHERE r.status IN ('queued', 'running'))";
+
+
 typedef struct {
     ngx_http_request_t             *request;
     ngx_http_flowscale_loc_conf_t  *flcf;
@@ -43,6 +59,9 @@ static void ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
 static ngx_int_t ngx_http_flowscale_cancel_finished(ngx_http_request_t *r,
     ngx_http_flowscale_status_e status);
 static void ngx_http_flowscale_cancel_cleanup(void *data);
+static void ngx_http_flowscale_cancel_quiet_done(void *data, PGresult *res,
+    const char *error);
+static ngx_uint_t ngx_http_flowscale_is_run_id(ngx_str_t *id);
 static ngx_int_t ngx_http_flowscale_cancel_flying(ngx_http_request_t *r,
     ngx_str_t *id);
 static void ngx_http_flowscale_cancel_poll(ngx_event_t *ev);
@@ -149,7 +168,6 @@ static ngx_int_t
 ngx_http_flowscale_cancel_queued(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id)
 {
-    u_char                           *p;
     const char                       *params[3];
     ngx_pool_cleanup_t               *cln;
     ngx_http_flowscale_cancel_ctx_t  *ctx;
@@ -172,35 +190,19 @@ ngx_http_flowscale_cancel_queued(ngx_http_request_t *r,
 
     ngx_cpystrn(ctx->id.data, id->data, id->len + 1);
 
-    for (p = id->data; p < id->data + id->len; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')
-              || *p == '-'))
-        {
-            return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND,
-                       "not-found", "Run not found",
-                       "No run with this id in this deployment.");
-        }
+    if (!ngx_http_flowscale_is_run_id(id)) {
+        return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND,
+                   "not-found", "Run not found",
+                   "No run with this id in this deployment.");
     }
 
     params[0] = (char *) ctx->id.data;
     params[1] = (char *) flcf->project.data;
     params[2] = (char *) flcf->name.data;
 
-    /*
-     * Canceled if still queued; else its status says why not.  The front
-     * that has an unfinished run hears of it (at commit).
-     */
-    ctx->query = ngx_http_flowscale_pg_query(
-        "WITH r AS (SELECT status FROM flowscale.runs WHERE id = $1::uuid "
-        "AND project = $2 AND deployment = $3), "
-        "c AS (UPDATE flowscale.runs SET status = 'canceled', "
-        "finished_at = now() WHERE id = $1::uuid AND project = $2 "
-        "AND deployment = $3 AND status = 'queued' RETURNING status) "
-        "SELECT (SELECT count(*) FROM c), (SELECT status FROM r), "
-        "(SELECT pg_notify('flowscale_runs', 'cancel:' || $1) FROM r "
-        "WHERE r.status IN ('queued', 'running'))",
-        3, params, NULL, ngx_http_flowscale_cancel_recorded, ctx,
-        r->connection->log);
+    ctx->query = ngx_http_flowscale_pg_query(ngx_http_flowscale_cancel_sql,
+                     3, params, NULL, ngx_http_flowscale_cancel_recorded, ctx,
+                     r->connection->log);
 
     if (ctx->query == NULL) {
         return ngx_http_flowscale_unavailable(r);
@@ -473,4 +475,71 @@ ngx_http_flowscale_cancel_notify(u_char *payload, size_t len, ngx_log_t *log)
             ngx_http_flowscale_run_ended(flcf, &id);
         }
     }
+}
+
+
+/*
+ * issue 9: Gradio's cancel names its event, which is the run: the same
+ * cancel as DELETE L/runs/ID, without an answer to wait for.  The NOTIFY
+ * of the statement reaches the front (this one too) that has the run.
+ */
+
+void
+ngx_http_flowscale_cancel_quietly(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id, ngx_log_t *log)
+{
+    u_char       buf[NGX_HTTP_FLOWSCALE_RUN_ID_LEN + 1];
+    const char  *params[3];
+
+    if (!ngx_http_flowscale_is_run_id(id)) {
+        return;
+    }
+
+    ngx_cpystrn(buf, id->data, sizeof(buf));
+
+    params[0] = (char *) buf;
+    params[1] = (char *) flcf->project.data;
+    params[2] = (char *) flcf->name.data;
+
+    if (ngx_http_flowscale_pg_query(ngx_http_flowscale_cancel_sql, 3, params,
+                                    NULL, ngx_http_flowscale_cancel_quiet_done,
+                                    NULL, log)
+        == NULL)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0, "flowscale: cannot cancel run "
+                      "%V: no database connection", id);
+    }
+}
+
+
+static void
+ngx_http_flowscale_cancel_quiet_done(void *data, PGresult *res,
+    const char *error)
+{
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "flowscale: cannot cancel a run: %s",
+                      res ? PQresultErrorMessage(res) : error);
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_flowscale_is_run_id(ngx_str_t *id)
+{
+    u_char  *p;
+
+    if (id->len != NGX_HTTP_FLOWSCALE_RUN_ID_LEN) {
+        return 0;
+    }
+
+    for (p = id->data; p < id->data + id->len; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')
+              || *p == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }

@@ -23,6 +23,7 @@
 #include "ngx_http_flowscale_reply.h"
 #include "ngx_http_flowscale_dispatch.h"
 #include "ngx_http_flowscale_front.h"
+#include "ngx_http_flowscale_webhook.h"
 #include "ngx_http_flowscale_stats.h"      /* issue 7 */
 
 
@@ -2262,6 +2263,7 @@ ngx_http_flowscale_leader(ngx_event_t *ev)
         ngx_http_flowscale_adopt();
         ngx_http_flowscale_health_tick();
         ngx_http_flowscale_registry_tick();     /* issue 7: registry */
+        ngx_http_flowscale_webhook_resume_tick();
         ngx_http_flowscale_kick();
     }
 

@@ -106,6 +106,7 @@ static ngx_int_t ngx_http_flowscale_gr_joined(ngx_http_request_t *r,
     ngx_str_t *id);
 static void ngx_http_flowscale_gr_join_cleanup(void *data);
 static void ngx_http_flowscale_gr_upload_body(ngx_http_request_t *r);
+static void ngx_http_flowscale_gr_cancel_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_flowscale_gr_stream(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *hash,
     ngx_uint_t heartbeat);
@@ -345,12 +346,16 @@ ngx_http_flowscale_gradio(ngx_http_request_t *r,
         return ngx_http_flowscale_gr_file(r, flcf, &arg);
     }
 
-    if (ngx_http_flowscale_gr_is("/reset") || ngx_http_flowscale_gr_is("/cancel"))
-    {
-        /*
-         * cancel is acknowledged; the run itself goes on (DELETE
-         * L/runs/ID cancels it for API callers)
-         */
+    if (ngx_http_flowscale_gr_is("/cancel")) {
+        if (r->method != NGX_HTTP_POST) {
+            return NGX_HTTP_NOT_ALLOWED;
+        }
+
+        return ngx_http_flowscale_gr_read(r,
+                                          ngx_http_flowscale_gr_cancel_body);
+    }
+
+    if (ngx_http_flowscale_gr_is("/reset")) {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
             return rc;
@@ -1148,6 +1153,50 @@ ngx_http_flowscale_gr_sweep(ngx_http_request_t *r, u_char *dir)
     }
 
     closedir(dp);
+}
+
+
+/*
+ * {"event_id": ID, "session_hash": ..., "fn_index": ...}: the event is the
+ * run, canceled as DELETE L/runs/ID would; its stream then ends with the
+ * run canceled.
+ */
+
+static void
+ngx_http_flowscale_gr_cancel_body(ngx_http_request_t *r)
+{
+    json_t                         *root;
+    ngx_str_t                       body, id;
+    const char                     *eid;
+    ngx_http_flowscale_loc_conf_t  *flcf;
+
+    flcf = ngx_http_get_module_loc_conf(r, ngx_http_flowscale_module);
+
+    if (ngx_http_flowscale_read_body(r, &body) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    root = json_loadb((char *) body.data, body.len, 0, NULL);
+    eid = json_string_value(json_object_get(root, "event_id"));
+
+    if (eid == NULL) {
+        json_decref(root);
+        ngx_http_finalize_request(r, ngx_http_flowscale_gr_detail(r,
+                                  NGX_HTTP_BAD_REQUEST,
+                                  "event_id is required"));
+        return;
+    }
+
+    id.data = (u_char *) eid;
+    id.len = ngx_strlen(eid);
+
+    ngx_http_flowscale_cancel_quietly(flcf, &id, r->connection->log);
+
+    json_decref(root);
+
+    ngx_http_finalize_request(r, ngx_http_flowscale_gr_json(r, NGX_HTTP_OK,
+                                 json_pack("{s:b}", "success", 1)));
 }
 
 

@@ -157,7 +157,7 @@ ngx_int_t ngx_http_flowscale_read_body(ngx_http_request_t *r,
 ngx_int_t ngx_http_flowscale_send_run(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, ngx_uint_t status);
 extern const char *ngx_http_flowscale_run_sql;
-void ngx_http_flowscale_pg_view(PGresult *res,
+void ngx_http_flowscale_pg_view(PGresult *res, int row,
     ngx_http_flowscale_run_view_t *v);
 ngx_int_t ngx_http_flowscale_remote_events(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
@@ -181,6 +181,8 @@ ngx_int_t ngx_http_flowscale_cancel(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 void ngx_http_flowscale_cancel_notify(u_char *payload, size_t len,
     ngx_log_t *log);
+void ngx_http_flowscale_cancel_quietly(ngx_http_flowscale_loc_conf_t *flcf,
+    ngx_str_t *id, ngx_log_t *log);
 ngx_int_t ngx_http_flowscale_events(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id);
 ngx_uint_t ngx_http_flowscale_view_belongs(ngx_http_flowscale_run_view_t *v,

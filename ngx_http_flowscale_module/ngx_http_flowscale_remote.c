@@ -169,7 +169,7 @@ ngx_http_flowscale_remote_read(void *data, PGresult *res, const char *error)
     }
 
     /* res lives until we return: render now */
-    ngx_http_flowscale_pg_view(res, &v);
+    ngx_http_flowscale_pg_view(res, 0, &v);
 
     rc = ngx_http_flowscale_remote_tell(rs, &v);
 

@@ -550,7 +550,7 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
         return;
     }
 
-    ngx_http_flowscale_pg_view(res, &v);
+    ngx_http_flowscale_pg_view(res, 0, &v);
 
     if (ctx->status == NGX_HTTP_OK
         && !ngx_http_flowscale_is_finished(v.run.status))
@@ -565,10 +565,14 @@ ngx_http_flowscale_read_done(void *data, PGresult *res, const char *error)
 }
 
 
-/* the row of ngx_http_flowscale_run_sql as a view (res must outlive it) */
+/*
+ * A row with the columns of ngx_http_flowscale_run_sql as a view (res must
+ * outlive it).
+ */
 
 void
-ngx_http_flowscale_pg_view(PGresult *res, ngx_http_flowscale_run_view_t *v)
+ngx_http_flowscale_pg_view(PGresult *res, int row,
+    ngx_http_flowscale_run_view_t *v)
 {
     char                         *s;
     ngx_uint_t                    i;
@@ -576,16 +580,16 @@ ngx_http_flowscale_pg_view(PGresult *res, ngx_http_flowscale_run_view_t *v)
 
     ngx_memzero(v, sizeof(ngx_http_flowscale_run_view_t));
 
-    ngx_memcpy(v->run.id, PQgetvalue(res, 0, 0),
+    ngx_memcpy(v->run.id, PQgetvalue(res, row, 0),
                NGX_HTTP_FLOWSCALE_RUN_ID_LEN);
-    ngx_cpystrn(v->run.deployment, (u_char *) PQgetvalue(res, 0, 1),
+    ngx_cpystrn(v->run.deployment, (u_char *) PQgetvalue(res, row, 1),
                 sizeof(v->run.deployment));
-    ngx_cpystrn(v->run.version, (u_char *) PQgetvalue(res, 0, 2),
+    ngx_cpystrn(v->run.version, (u_char *) PQgetvalue(res, row, 2),
                 sizeof(v->run.version));
-    ngx_cpystrn(v->run.project, (u_char *) PQgetvalue(res, 0, 10),
+    ngx_cpystrn(v->run.project, (u_char *) PQgetvalue(res, row, 10),
                 sizeof(v->run.project));
 
-    s = PQgetvalue(res, 0, 3);
+    s = PQgetvalue(res, row, 3);
     st = NGX_HTTP_FLOWSCALE_QUEUED;
 
     for (i = NGX_HTTP_FLOWSCALE_QUEUED; i <= NGX_HTTP_FLOWSCALE_CANCELED; i++)
@@ -598,9 +602,9 @@ ngx_http_flowscale_pg_view(PGresult *res, ngx_http_flowscale_run_view_t *v)
     v->run.status = st;
 
 #define ngx_http_flowscale_pg_str(f, col)                                    \
-    if (!PQgetisnull(res, 0, col)) {                                         \
-        (f).data = (u_char *) PQgetvalue(res, 0, col);                       \
-        (f).len = PQgetlength(res, 0, col);                                  \
+    if (!PQgetisnull(res, row, col)) {                                         \
+        (f).data = (u_char *) PQgetvalue(res, row, col);                       \
+        (f).len = PQgetlength(res, row, col);                                  \
     }
 
     ngx_http_flowscale_pg_str(v->run.inputs, 4);
@@ -609,12 +613,12 @@ ngx_http_flowscale_pg_view(PGresult *res, ngx_http_flowscale_run_view_t *v)
 
 #undef ngx_http_flowscale_pg_str
 
-    v->run.created = ngx_atoof((u_char *) PQgetvalue(res, 0, 7),
-                               PQgetlength(res, 0, 7));
-    v->run.started = ngx_atoof((u_char *) PQgetvalue(res, 0, 8),
-                               PQgetlength(res, 0, 8));
-    v->run.finished = ngx_atoof((u_char *) PQgetvalue(res, 0, 9),
-                                PQgetlength(res, 0, 9));
+    v->run.created = ngx_atoof((u_char *) PQgetvalue(res, row, 7),
+                               PQgetlength(res, row, 7));
+    v->run.started = ngx_atoof((u_char *) PQgetvalue(res, row, 8),
+                               PQgetlength(res, row, 8));
+    v->run.finished = ngx_atoof((u_char *) PQgetvalue(res, row, 9),
+                                PQgetlength(res, row, 9));
 }
 
 
@@ -780,7 +784,7 @@ ngx_http_flowscale_run_ended(ngx_http_flowscale_loc_conf_t *flcf,
     project.len = ngx_strlen(view.run.project);
     body.len--;                                 /* its newline */
 
-    ngx_http_flowscale_webhook_deliver(flcf, id, &project, &url, &body);
+    ngx_http_flowscale_webhook_deliver(flcf, id, &project, &url, &body, 0);
 
     ngx_destroy_pool(pool);
 }

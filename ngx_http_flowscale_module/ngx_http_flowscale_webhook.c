@@ -1042,7 +1042,8 @@ message:
 
 void
 ngx_http_flowscale_webhook_deliver(ngx_http_flowscale_loc_conf_t *flcf,
-    ngx_str_t *run_id, ngx_str_t *project, ngx_str_t *url, ngx_str_t *body)
+    ngx_str_t *run_id, ngx_str_t *project, ngx_str_t *url, ngx_str_t *body,
+    ngx_uint_t attempts)
 {
     u_char                        *p;
     size_t                         len;
@@ -1093,6 +1094,7 @@ ngx_http_flowscale_webhook_deliver(ngx_http_flowscale_loc_conf_t *flcf,
 
     wh->pool = pool;
     wh->flcf = flcf;
+    wh->attempt = attempts;
 
     len = run_id->len + project->len + url->len + body->len
           + sizeof("msg_") - 1 + run_id->len + url->len + 1;

@@ -59,9 +59,15 @@ const char *ngx_http_flowscale_webhook_check(
  * A run ended (called in the worker that recorded it): delivers body (the
  * run JSON) to url.  Copies what it needs, retries on its own timers,
  * records every attempt.  Never fails the caller: problems are logged.
+ * attempts: how many were made before (a delivery that a restart or a
+ * reload left behind, resumed), 0 for a new one.
  */
 void ngx_http_flowscale_webhook_deliver(ngx_http_flowscale_loc_conf_t *flcf,
-    ngx_str_t *run_id, ngx_str_t *project, ngx_str_t *url, ngx_str_t *body);
+    ngx_str_t *run_id, ngx_str_t *project, ngx_str_t *url, ngx_str_t *body,
+    ngx_uint_t attempts);
+
+/* webhook_resume.c: the leader's timer */
+void ngx_http_flowscale_webhook_resume_tick(void);
 
 
 #endif /* _NGX_HTTP_FLOWSCALE_WEBHOOK_H_INCLUDED_ */

@@ -13,6 +13,7 @@ use Test::More;
 use JSON::PP ();
 use Cwd ();
 use File::Basename ();
+use Time::HiRes qw(time);
 
 use FlowScale::Fixture qw(postgres simulator sim_faults);
 use FlowScale::Nginx;
@@ -151,6 +152,38 @@ for (1 .. 100) {
     like($ev->{content}, qr/event: succeeded/, '... its events end');
     my $out = $ng->get("/v1/txt2img/app/runs/$run->{id}/outputs/result/0");
     is($out->{status}, 200, '... its output is served');
+}
+
+# ---- Gradio's cancel: the run stops, its stream says so -----------------
+
+{
+    sim_faults('sim1', { slow => 4 });
+    my $hash = 'cancel' . int(rand(1e9));
+    my $r = $ng->post_json('/v1/txt2img/app/gradio_api/queue/join',
+                           { data => ['a cat to cancel', 1, 20, 'euler'],
+                             fn_index => 0, trigger_id => 1,
+                             session_hash => $hash, event_data => undef });
+    is($r->{status}, 200, 'gradio: queue/join');
+    my $eid = eval { $J->decode($r->{content})->{event_id} } // '';
+    select undef, undef, undef, 0.5;
+    $r = $ng->post_json('/v1/txt2img/app/gradio_api/cancel',
+                        { event_id => $eid, session_hash => $hash,
+                          fn_index => 0 });
+    is($r->{status}, 200, 'gradio: cancel');
+    is(eval { $J->decode($r->{content})->{success} } ? 1 : 0, 1,
+       '... {"success": true}');
+    my $t0 = time;
+    my $data = $ng->get("/v1/txt2img/app/gradio_api/queue/data?session_hash=$hash",
+                        timeout => 15);
+    like($data->{content} // '', qr/"msg":\s*"process_completed"/,
+         '... the stream completes');
+    like($data->{content} // '', qr/The run was canceled/, '... canceled');
+    ok(time - $t0 < 3, '... before the run would have ended');
+    my $run = $J->decode($ng->get("/v1/txt2img/app/runs/$eid")->{content} // '{}');
+    is($run->{status}, 'canceled', 'the run is canceled');
+    is($ng->post_json('/v1/txt2img/app/gradio_api/cancel', { session_hash => $hash })
+          ->{status}, 400, 'gradio: cancel without event_id is 400');
+    sim_faults('sim1', { slow => 0 });
 }
 
 # ---- Gradio's protocol: the real @gradio/client ------------------------

@@ -170,12 +170,13 @@ system("openssl req -x509 -newkey rsa:2048 -nodes -keyout $Dir/key.pem "
        . "-out $Dir/cert.pem -days 1 -subj /CN=localhost >/dev/null 2>&1") == 0
     or BAIL_OUT('openssl req failed');
 
-my %port = map { $_ => free_port() } qw(flaky tls gone dns);
+my %port = map { $_ => free_port() } qw(flaky tls gone dns later);
 spawn('flaky', $RECEIVER, $port{flaky}, "$Dir/flaky.log", '500,200');
 spawn('tls', $RECEIVER, $port{tls}, "$Dir/tls.log", '200',
       "$Dir/cert.pem", "$Dir/key.pem");
 spawn('gone', $RECEIVER, $port{gone}, "$Dir/gone.log", '404');
 spawn('dns', $DNS, $port{dns}, '127.0.0.1');
+spawn('later', $RECEIVER, $port{later}, "$Dir/later.log", '500,200');
 
 my $deployment = sub {
     my ($name, $extra) = @_;
@@ -211,6 +212,7 @@ my $ng = FlowScale::Nginx->new(timeout => 15, http => <<"HTTP");
 @{[ $deployment->('closed', '') ]}
 @{[ $deployment->('public', '            flowscale_webhook_allow *;') ]}
 @{[ $deployment->('noresolver', '            flowscale_webhook_allow *.example.com;') ]}
+@{[ $deployment->('resume', "            flowscale_webhook_allow 127.0.0.1;\n            flowscale_webhook_retry 2s;") ]}
     }
 HTTP
 
@@ -354,6 +356,26 @@ sub verify {
     ok wait_for(sub { webhook_status($id) eq 'delivered' }), 'delivered after the rotation';
     my ($r) = grep { $_->{path} eq '/rotated' } requests('flaky');
     verify($r, 'signed with the new secret');
+}
+
+{
+    # the retry waits on a timer of a worker that a reload retires
+    my $res = create('resume', "http://127.0.0.1:$port{later}/resume");
+    my $id = $res->{json}{id};
+    ok wait_for(sub { (attempts($id))[0] }, 10), 'the first attempt failed (500)';
+    is webhook_status($id), 'pending', 'a retry is pending';
+    $ng->reload;
+    my $t0 = time;
+    ok wait_for(sub { webhook_status($id) eq 'delivered' }, 40),
+       sprintf('delivered after the reload (%.1fs)', time - $t0);
+    my @a = attempts($id);
+    is scalar(@a), 2, 'two attempts recorded';
+    is $a[1]{attempt}, 2, 'the resumed one is attempt 2';
+    is $a[1]{status}, 200, 'answered 200';
+    my @r = requests('later');
+    is scalar(@r), 2, 'the receiver got exactly two requests';
+    verify($r[1], 'the resumed delivery');
+    is $J->decode($r[1]{body})->{id}, $id, 'carrying the run';
 }
 
 $ng->stop;
