@@ -9,7 +9,9 @@
  *
  * A run another nginx front has is canceled in PostgreSQL if it was
  * queued; either way that front is told (NOTIFY on "flowscale_runs") and
- * ends it, and this front reads PostgreSQL until the run has ended.
+ * ends it, and this front reads PostgreSQL until the run has ended.  A
+ * running run is also flagged (cancel_requested), for a front that takes
+ * it over from one that died before it heard.
  */
 
 
@@ -36,10 +38,13 @@ static const char  *ngx_http_flowscale_cancel_sql =
     "AND project = $2 AND deployment = $3), "
     "c AS (UPDATE flowscale.runs SET status = 'canceled', "
     "finished_at = now() WHERE id = $1::uuid AND project = $2 "
-    "AND deployment = $3 AND status = 'queued' RETURNING status) "
+    "AND deployment = $3 AND status = 'queued' RETURNING status), "
+    "f AS (UPDATE flowscale.runs SET cancel_requested = true "
+    "WHERE id = $1::uuid AND project = $2 AND deployment = $3 "
+    "AND status = 'running' RETURNING status) "
     "SELECT (SELECT count(*) FROM c), (SELECT status FROM r), "
     "(SELECT pg_notify('flowscale_runs', 'cancel:' || $1) FROM r "
-    "WHERE r.status IN ('queued', 'running'))";
+    "WHERE r.status IN ('queued', 'running')), (SELECT count(*) FROM f)";
 
 
 typedef struct {
@@ -235,7 +240,7 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
     ctx->query = NULL;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
-        || PQntuples(res) != 1 || PQnfields(res) != 3)
+        || PQntuples(res) != 1 || PQnfields(res) != 4)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "flowscale: cannot cancel run %V: %s", &ctx->id,

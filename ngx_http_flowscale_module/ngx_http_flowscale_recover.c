@@ -82,7 +82,8 @@ ngx_http_flowscale_recover_page(const char *after_created,
     if (ngx_http_flowscale_pg_query(
             "SELECT id, project, deployment, version, inputs, "
             "coalesce(backend, ''), "
-            "(extract(epoch FROM created_at) * 1000)::bigint, created_at "
+            "(extract(epoch FROM created_at) * 1000)::bigint, created_at, "
+            "cancel_requested "
             "FROM flowscale.runs "
             "WHERE status IN ('queued', 'running') AND front = $3 "
             "AND (created_at, id) > ($1::timestamptz, $2::uuid) "
@@ -189,6 +190,9 @@ ngx_http_flowscale_recover_run(PGresult *res, int row)
                     sizeof(run->version));
         run->created = ngx_atoof((u_char *) PQgetvalue(res, row, 6),
                                  PQgetlength(res, row, 6));
+
+        /* DELETE reached a front that was gone: its follower ends it */
+        run->cancel = (PQgetvalue(res, row, 8)[0] == 't');
     }
 
     ngx_http_flowscale_runs_unlock(z);

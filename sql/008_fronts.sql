@@ -16,6 +16,11 @@ CREATE TABLE IF NOT EXISTS flowscale.fronts (
 
 ALTER TABLE flowscale.runs ADD COLUMN IF NOT EXISTS front uuid;
 
+-- DELETE of a running run through any front: the front that has it is told
+-- at once (NOTIFY); the flag is for a front that takes the run over.
+ALTER TABLE flowscale.runs ADD COLUMN IF NOT EXISTS cancel_requested boolean
+    NOT NULL DEFAULT false;
+
 -- The runs on each backend, counted across fronts: few rows, since a run
 -- enters it only once a backend is chosen (not on insert).
 CREATE INDEX IF NOT EXISTS runs_on_backend

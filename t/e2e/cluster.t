@@ -320,7 +320,7 @@ subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none
     ok(wait_for(20, sub {
         psql("select count(*) from flowscale.runs where status in ('queued', 'running')") == 0
     }), 'no run left over from before');
-    slow(1.5);
+    slow(6);
     my @ids = map { post_run($F[0], { prompt => "takeover $_ " . rand, steps => 2 })
                     ->{json}{id} // '' } 1 .. 5;
     ok(wait_for(5, sub { defined on_sim($ids[0]) && defined on_sim($ids[1]) }),
@@ -335,12 +335,23 @@ subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none
     ok(wait_for(5, sub { !grep { kill 0, $_ } @w }), 'front 1 is gone');
     my $t0 = time;
 
+    # a running run canceled while its front is dead: the front that
+    # takes it over ends it
+    my $del = $F[1]->request('DELETE', "/v1/c/runs/$ids[1]", %auth,
+                             timeout => 20);
+    is($del->{status}, 200, 'DELETE of a running run of the dead front: 200')
+        or diag $del->{content};
+    is($del->{json}{status}, 'canceled', 'canceled once taken over');
+    slow(0.5);
+
     my @st = poll_all($F[1], \@ids, 40);
-    is_deeply(\@st, [ ('succeeded') x 5 ], 'every run succeeded (read on front 2)')
+    is_deeply(\@st, [ 'succeeded', 'canceled', ('succeeded') x 3 ],
+              'every other run succeeded (read on front 2)')
         or diag explain \@st;
     diag sprintf 'all finished %.1fs after the kill', time - $t0;
-    is_deeply([ map { db_status($_) } @ids ], [ ('succeeded') x 5 ],
-              'PostgreSQL: every run succeeded');
+    is_deeply([ map { db_status($_) } @ids ],
+              [ 'succeeded', 'canceled', ('succeeded') x 3 ],
+              'PostgreSQL: the same');
     my ($owners) = psql("select count(distinct front) from flowscale.runs where id in ("
                         . join(',', map { "'$_'" } @ids) . ")");
     ok($owners >= 1, 'the runs now belong to a living front');
