@@ -299,8 +299,9 @@ r_prompt=$(psql_fs flowscale \
 nodes=$($py -c 'import json,sys; print(len(json.loads(sys.argv[1])))' "$r_prompt")
 
 cat >"$work/accept_run.sql" <<'EOF'
-SELECT flowscale.accept_run(gen_random_uuid(), :project, :deployment,
-    :version, NULL, :inputs, :prompt, '[]');
+SELECT run_id, created FROM flowscale.accept_run(gen_random_uuid(),
+    :project, :deployment, :version, NULL, :inputs, :prompt, '[]', NULL,
+    NULL, NULL, '00000000-0000-4000-8000-000000000000');
 EOF
 
 # ------------------------------------------------------------ measuring

@@ -157,7 +157,9 @@ AS $$
 $$;
 
 
--- accept_run (part 5) with the accepting front.
+-- accept_run (parts 2 and 5) with the accepting front; the older forms go.
+DROP FUNCTION IF EXISTS flowscale.accept_run(uuid, text, text, text, text,
+    jsonb, jsonb, jsonb);
 DROP FUNCTION IF EXISTS flowscale.accept_run(uuid, text, text, text, text,
     jsonb, jsonb, jsonb, text, text, text);
 
