@@ -58,6 +58,7 @@ my $HTTP = <<"HTTP";
             flowscale_output     result  9;
             flowscale_backend    gpus;
             flowscale_backend_depth 1;
+            flowscale_app        public;
         }
 
         location = /flowscale/status { flowscale_status; }
@@ -204,6 +205,9 @@ subtest 'submit on one front; read run, events and output on the others' => sub 
     }
     my $ev = $F[2]->get("/v1/c/runs/$id/events", %auth);
     like($ev->{content} // '', qr/^event: succeeded$/m, 'events on front 3: succeeded');
+    my $gf = $F[1]->get("/v1/c/app/gradio_api/file=$id/result/0/out.png");
+    is($gf->{status}, 200, "the app's file= route on front 2");
+    is(substr($gf->{content} // '', 0, 8), "\x89PNG\r\n\x1a\n", '... the PNG bytes');
     is($F[1]->get("/v1/c/runs/$id/outputs/result/7", %auth)->{status}, 404,
        'a missing output is 404 on another front');
     is(get_run($F[1], '0193a4c2-0000-7000-8000-000000000000')->{status}, 404,
