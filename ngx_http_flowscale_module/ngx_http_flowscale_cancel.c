@@ -66,7 +66,6 @@ static ngx_int_t ngx_http_flowscale_cancel_finished(ngx_http_request_t *r,
 static void ngx_http_flowscale_cancel_cleanup(void *data);
 static void ngx_http_flowscale_cancel_quiet_done(void *data, PGresult *res,
     const char *error);
-static ngx_uint_t ngx_http_flowscale_is_run_id(ngx_str_t *id);
 static ngx_int_t ngx_http_flowscale_cancel_flying(ngx_http_request_t *r,
     ngx_str_t *id);
 static void ngx_http_flowscale_cancel_poll(ngx_event_t *ev);
@@ -528,23 +527,3 @@ ngx_http_flowscale_cancel_quiet_done(void *data, PGresult *res,
     }
 }
 
-
-static ngx_uint_t
-ngx_http_flowscale_is_run_id(ngx_str_t *id)
-{
-    u_char  *p;
-
-    if (id->len != NGX_HTTP_FLOWSCALE_RUN_ID_LEN) {
-        return 0;
-    }
-
-    for (p = id->data; p < id->data + id->len; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')
-              || *p == '-'))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
-}

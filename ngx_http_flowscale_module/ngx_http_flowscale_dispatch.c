@@ -434,9 +434,12 @@ ngx_http_flowscale_dispatch_new(ngx_http_flowscale_loc_conf_t *flcf,
      * ComfyUI took the prompt; with other fronts about, PostgreSQL checks
      * the depth and records the backend first.
      */
-    if (ngx_http_flowscale_fronts() > 1
-        && ngx_http_flowscale_job_claim(job, 0) != NGX_OK)
-    {
+    if (ngx_http_flowscale_fronts() == 1) {
+        ngx_http_flowscale_job_start(job);
+        return NGX_AGAIN;
+    }
+
+    if (ngx_http_flowscale_job_claim(job, 0) != NGX_OK) {
         /* the files stay the request's */
         job->owned_files = NULL;
         job->owned_nfiles = 0;
@@ -445,12 +448,6 @@ ngx_http_flowscale_dispatch_new(ngx_http_flowscale_loc_conf_t *flcf,
         *jobp = NULL;
         goto requeue;
     }
-
-    if (job->state == NGX_HTTP_FLOWSCALE_JOB_CLAIMING) {
-        return NGX_AGAIN;
-    }
-
-    ngx_http_flowscale_job_start(job);
 
     return NGX_AGAIN;
 

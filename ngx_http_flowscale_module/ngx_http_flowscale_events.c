@@ -69,9 +69,6 @@ static uint64_t              ngx_http_flowscale_streams_seq;
 static uint64_t              ngx_http_flowscale_streams_queue_seq;
 static ngx_connection_t      ngx_http_flowscale_streams_dummy = { .fd = -1 };
 
-static ngx_str_t  ngx_http_flowscale_sse_type = ngx_string("text/event-stream");
-static ngx_str_t  ngx_http_flowscale_no_cache = ngx_string("no-cache");
-static ngx_str_t  ngx_http_flowscale_no = ngx_string("no");
 
 static const char  *ngx_http_flowscale_event_names[] = {
     "", "started", "progress", "output", ""
@@ -110,24 +107,11 @@ ngx_http_flowscale_events(ngx_http_request_t *r,
     st = ngx_pcalloc(r->pool, sizeof(ngx_http_flowscale_stream_t));
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
-    /* proxies in front must pass events on at once */
-    if (st == NULL || cln == NULL
-        || ngx_http_flowscale_add_header(r, "Cache-Control",
-                                         &ngx_http_flowscale_no_cache)
-           != NGX_OK
-        || ngx_http_flowscale_add_header(r, "X-Accel-Buffering",
-                                         &ngx_http_flowscale_no)
-           != NGX_OK)
-    {
+    if (st == NULL || cln == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_type = ngx_http_flowscale_sse_type;
-    r->headers_out.content_type_len = ngx_http_flowscale_sse_type.len;
-    r->headers_out.content_length_n = -1;
-
-    rc = ngx_http_send_header(r);
+    rc = ngx_http_flowscale_sse_start(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;

@@ -141,8 +141,6 @@ static ngx_shm_zone_t  *ngx_http_flowscale_gr_zone;
 
 static ngx_str_t  ngx_http_flowscale_gr_json_type =
     ngx_string("application/json");
-static ngx_str_t  ngx_http_flowscale_gr_sse_type =
-    ngx_string("text/event-stream");
 
 
 /* flowscale_app on|public: the sessions' zone, one for all deployments */
@@ -1349,9 +1347,6 @@ ngx_http_flowscale_gr_stream(ngx_http_request_t *r,
     ngx_http_flowscale_gr_stream_t   *st;
     ngx_http_flowscale_gr_session_t  *s;
 
-    static ngx_str_t  no_cache = ngx_string("no-cache");
-    static ngx_str_t  no = ngx_string("no");
-
     if (hash->len == 0 || hash->len > NGX_HTTP_FLOWSCALE_GR_HASH_MAX) {
         return ngx_http_flowscale_gr_detail(r, NGX_HTTP_BAD_REQUEST,
                                             "bad session_hash");
@@ -1391,19 +1386,7 @@ ngx_http_flowscale_gr_stream(ngx_http_request_t *r,
     cln->handler = ngx_http_flowscale_gr_stream_cleanup;
     cln->data = st;
 
-    if (ngx_http_flowscale_add_header(r, "Cache-Control", &no_cache) != NGX_OK
-        || ngx_http_flowscale_add_header(r, "X-Accel-Buffering", &no)
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_type = ngx_http_flowscale_gr_sse_type;
-    r->headers_out.content_type_len = ngx_http_flowscale_gr_sse_type.len;
-    r->headers_out.content_length_n = -1;
-
-    rc = ngx_http_send_header(r);
+    rc = ngx_http_flowscale_sse_start(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;

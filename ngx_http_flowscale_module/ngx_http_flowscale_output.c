@@ -177,22 +177,12 @@ ngx_http_flowscale_output_read_pg(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id, const char *name,
     ngx_int_t n)
 {
-    u_char                            *p;
     const char                        *params[3];
     ngx_pool_cleanup_t                *cln;
     ngx_http_flowscale_output_read_t  *rd;
 
     /* a malformed id is simply not found */
-    for (p = id->data; p < id->data + id->len; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')
-              || *p == '-'))
-        {
-            break;
-        }
-    }
-
-    if (id->len != NGX_HTTP_FLOWSCALE_RUN_ID_LEN || p != id->data + id->len)
-    {
+    if (!ngx_http_flowscale_is_run_id(id)) {
         return ngx_http_flowscale_output_not_found(r);
     }
 

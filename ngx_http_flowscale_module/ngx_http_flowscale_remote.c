@@ -36,8 +36,6 @@ typedef struct {
 static void ngx_http_flowscale_remote_poll(ngx_event_t *ev);
 static void ngx_http_flowscale_remote_read(void *data, PGresult *res,
     const char *error);
-static ngx_int_t ngx_http_flowscale_remote_start(
-    ngx_http_flowscale_remote_t *rs);
 static ngx_int_t ngx_http_flowscale_remote_tell(
     ngx_http_flowscale_remote_t *rs, ngx_http_flowscale_run_view_t *v);
 static ngx_int_t ngx_http_flowscale_remote_send(ngx_http_request_t *r,
@@ -45,30 +43,14 @@ static ngx_int_t ngx_http_flowscale_remote_send(ngx_http_request_t *r,
 static void ngx_http_flowscale_remote_cleanup(void *data);
 
 
-static ngx_str_t  ngx_http_flowscale_remote_type =
-    ngx_string("text/event-stream");
-static ngx_str_t  ngx_http_flowscale_remote_no_cache = ngx_string("no-cache");
-static ngx_str_t  ngx_http_flowscale_remote_no = ngx_string("no");
-
-
 ngx_int_t
 ngx_http_flowscale_remote_events(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf, ngx_str_t *id)
 {
-    u_char                       *p;
     ngx_pool_cleanup_t           *cln;
     ngx_http_flowscale_remote_t  *rs;
 
-    for (p = id->data; p < id->data + id->len; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')
-              || *p == '-'))
-        {
-            break;
-        }
-    }
-
-    if (id->len != NGX_HTTP_FLOWSCALE_RUN_ID_LEN || p != id->data + id->len)
-    {
+    if (!ngx_http_flowscale_is_run_id(id)) {
         return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_FOUND, "not-found",
                    "Run not found", "No run with this id in this "
                    "deployment.");
@@ -160,7 +142,8 @@ ngx_http_flowscale_remote_read(void *data, PGresult *res, const char *error)
     }
 
     if (!rs->streaming) {
-        rc = ngx_http_flowscale_remote_start(rs);
+        rs->streaming = 1;
+        rc = ngx_http_flowscale_sse_start(r);
 
         if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
             ngx_http_flowscale_finalize(r, rc);
@@ -185,33 +168,6 @@ ngx_http_flowscale_remote_read(void *data, PGresult *res, const char *error)
     }
 
     ngx_add_timer(&rs->poll, NGX_HTTP_FLOWSCALE_REMOTE_POLL);
-}
-
-
-static ngx_int_t
-ngx_http_flowscale_remote_start(ngx_http_flowscale_remote_t *rs)
-{
-    ngx_http_request_t  *r = rs->request;
-
-    /* proxies in front must pass events on at once */
-    if (ngx_http_flowscale_add_header(r, "Cache-Control",
-                                      &ngx_http_flowscale_remote_no_cache)
-        != NGX_OK
-        || ngx_http_flowscale_add_header(r, "X-Accel-Buffering",
-                                         &ngx_http_flowscale_remote_no)
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_type = ngx_http_flowscale_remote_type;
-    r->headers_out.content_type_len = ngx_http_flowscale_remote_type.len;
-    r->headers_out.content_length_n = -1;
-
-    rs->streaming = 1;
-
-    return ngx_http_send_header(r);
 }
 
 

@@ -242,3 +242,54 @@ ngx_http_flowscale_header_in(ngx_http_request_t *r, const char *name)
         }
     }
 }
+
+
+/*
+ * The headers of a Server-Sent Events stream, sent: proxies in front must
+ * pass events on at once.  As ngx_http_send_header().
+ */
+
+ngx_int_t
+ngx_http_flowscale_sse_start(ngx_http_request_t *r)
+{
+    static ngx_str_t  type = ngx_string("text/event-stream");
+    static ngx_str_t  no_cache = ngx_string("no-cache");
+    static ngx_str_t  no = ngx_string("no");
+
+    if (ngx_http_flowscale_add_header(r, "Cache-Control", &no_cache) != NGX_OK
+        || ngx_http_flowscale_add_header(r, "X-Accel-Buffering", &no)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_type = type;
+    r->headers_out.content_type_len = type.len;
+    r->headers_out.content_length_n = -1;
+
+    return ngx_http_send_header(r);
+}
+
+
+/* what a run id looks like: a UUID in lower-case hex */
+
+ngx_uint_t
+ngx_http_flowscale_is_run_id(ngx_str_t *id)
+{
+    u_char  *p;
+
+    if (id->len != NGX_HTTP_FLOWSCALE_RUN_ID_LEN) {
+        return 0;
+    }
+
+    for (p = id->data; p < id->data + id->len; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')
+              || *p == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
