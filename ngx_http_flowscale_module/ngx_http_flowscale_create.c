@@ -103,6 +103,7 @@ static ngx_int_t ngx_http_flowscale_parse_json(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx, ngx_str_t *body, json_t **given);
 static ngx_int_t ngx_http_flowscale_accept(ngx_http_request_t *r,
     ngx_http_flowscale_create_ctx_t *ctx);
+static ngx_int_t ngx_http_flowscale_stopped(ngx_http_request_t *r);
 static void ngx_http_flowscale_accepted(void *data, PGresult *res,
     const char *error);
 static void ngx_http_flowscale_submitted(void *data, ngx_int_t rc,
@@ -215,10 +216,7 @@ ngx_http_flowscale_create_then(ngx_http_request_t *r,
     /* issue 7: flowscale.stop_deployment() */
     if (ngx_http_flowscale_registry_stopped(flcf)) {
         ngx_http_discard_request_body(r);
-        return ngx_http_flowscale_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   "deployment-stopped", "Deployment stopped",
-                   "This deployment is stopped (flowscale.stop_deployment); "
-                   "it takes runs again after flowscale.start_deployment.");
+        return ngx_http_flowscale_stopped(r);
     }
 
     retry = ngx_http_flowscale_queue_full(flcf);
@@ -750,6 +748,12 @@ ngx_http_flowscale_accepted(void *data, PGresult *res, const char *error)
 
     r->main->count--;
 
+    if (state && ngx_strcmp(state, "FS503") == 0) {
+        /* stopped before this nginx polled the flag */
+        ngx_http_flowscale_finalize(r, ngx_http_flowscale_stopped(r));
+        return;
+    }
+
     if (state && ngx_strcmp(state, "FS422") == 0) {
         ngx_http_flowscale_finalize(r,
             ngx_http_flowscale_problem(r, NGX_HTTP_FLOWSCALE_UNPROCESSABLE,
@@ -971,6 +975,16 @@ ngx_http_flowscale_orphan_accepted(void *data, PGresult *res,
     free(o->prompt);
     fs_files_free(o->files, o->nfiles);
     ngx_free(o);
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_stopped(ngx_http_request_t *r)
+{
+    return ngx_http_flowscale_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+               "deployment-stopped", "Deployment stopped",
+               "This deployment is stopped (flowscale.stop_deployment); it "
+               "takes runs again after flowscale.start_deployment.");
 }
 
 

@@ -174,6 +174,15 @@ AS $$
 DECLARE
     v_old record;
 BEGIN
+    -- stop_deployment() holds at once, on every front (nginx polls it too)
+    IF EXISTS (SELECT 1 FROM flowscale.deployments d
+               WHERE d.project = p_project AND d.name = p_deployment
+                 AND d.stopped)
+    THEN
+        RAISE EXCEPTION 'deployment "%" of project "%" is stopped',
+            p_deployment, p_project USING ERRCODE = 'FS503';
+    END IF;
+
     IF p_idempotency_key IS NOT NULL THEN
         SELECT id, request_hash, created_at INTO v_old
         FROM flowscale.runs

@@ -304,6 +304,9 @@ subtest 'key revocation and deployment stop reach every front within a second' =
        'two runs are running, one waits');
     psql("select flowscale.stop_deployment('fleet', 'c')");
     $t0 = time;
+    my $first = post_run($F[2], { prompt => 'at once' });
+    is($first->{status}, 503, 'the very next POST is refused (PostgreSQL knows at once)');
+    is($first->{json}{type}, 'urn:flowscale:problem:deployment-stopped', '... deployment-stopped');
     ok(wait_for(1.2, sub { !grep { post_run($_, { prompt => 'x' })->{status} != 503 } @F }),
        sprintf('stopped on every front (%.2fs)', time - $t0));
     my @st = poll_all($F[1], [ @ids[0, 1] ]);
