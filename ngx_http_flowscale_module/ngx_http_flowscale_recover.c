@@ -83,7 +83,7 @@ ngx_http_flowscale_recover_page(const char *after_created,
             "SELECT id, project, deployment, version, inputs, "
             "coalesce(backend, ''), "
             "(extract(epoch FROM created_at) * 1000)::bigint, created_at, "
-            "cancel_requested "
+            "cancel_requested, coalesce(webhook, ''), coalesce(key_id, '') "
             "FROM flowscale.runs "
             "WHERE status IN ('queued', 'running') AND front = $3 "
             "AND (created_at, id) > ($1::timestamptz, $2::uuid) "
@@ -193,6 +193,21 @@ ngx_http_flowscale_recover_run(PGresult *res, int row)
 
         /* DELETE reached a front that was gone: its follower ends it */
         run->cancel = (PQgetvalue(res, row, 8)[0] == 't');
+
+        /* for its webhook and the usage of its key when it ends */
+        ngx_cpystrn(run->key_id, (u_char *) PQgetvalue(res, row, 10),
+                    sizeof(run->key_id));
+
+        if (PQgetlength(res, row, 9)
+            && ngx_http_flowscale_runs_set_json(z, &run->webhook,
+                   (u_char *) PQgetvalue(res, row, 9),
+                   PQgetlength(res, row, 9))
+               != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "flowscale: the zone is full; the webhook of run "
+                          "%V is not sent", &id);
+        }
     }
 
     ngx_http_flowscale_runs_unlock(z);

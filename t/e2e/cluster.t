@@ -19,7 +19,10 @@ use HTTP::Tiny;
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 
-use FlowScale::Fixture qw(postgres psql simulator sim_faults sim_url);
+use FlowScale::Fixture qw(postgres psql simulator sim_faults sim_url
+                          free_port);
+use File::Temp ();
+use POSIX ();
 use FlowScale::Nginx;
 
 plan skip_all => 'TEST_NGINX_LOAD_MODULES (the module .so) is not set'
@@ -35,6 +38,38 @@ psql("select flowscale.create_project('fleet')");
 my $key = psql("select flowscale.create_api_key('fleet', 'cluster')");
 
 simulator($_, step_time => 0.02) for qw(simA simB);
+
+# a webhook receiver: every body it gets, a line in $Hooks
+my $Hooks = File::Temp->new(SUFFIX => '.log')->filename;
+$ENV{TEST_NGINX_HOOK_PORT} = my $hook_port = free_port();
+my $receiver = fork // die "fork: $!";
+if ($receiver == 0) {
+    exec '/usr/bin/python3', '-c', <<'PY', $hook_port, $Hooks;
+import sys, http.server
+port, log = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        with open(log, 'ab') as f:
+            f.write(body.replace(b'\n', b' ') + b'\n')
+        self.send_response(200)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(('127.0.0.1', port), H).serve_forever()
+PY
+    POSIX::_exit(127);
+}
+END {
+    local $?;
+    if ($receiver) { kill 'TERM', $receiver; waitpid $receiver, 0 }
+}
+
+sub hooks {
+    open my $in, '<', $Hooks or return ();
+    return map { $J->decode($_) } grep { /\S/ } <$in>;
+}
 
 my $HTTP = <<"HTTP";
     flowscale_database "\$TEST_NGINX_PG_DSN" pool=4;
@@ -59,6 +94,7 @@ my $HTTP = <<"HTTP";
             flowscale_backend    gpus;
             flowscale_backend_depth 1;
             flowscale_app        public;
+            flowscale_webhook_allow 127.0.0.1;
         }
 
         location = /flowscale/status { flowscale_status; }
@@ -328,8 +364,10 @@ subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none
         psql("select count(*) from flowscale.runs where status in ('queued', 'running')") == 0
     }), 'no run left over from before');
     slow(6);
-    my @ids = map { post_run($F[0], { prompt => "takeover $_ " . rand, steps => 2 })
-                    ->{json}{id} // '' } 1 .. 5;
+    my $hook = "http://127.0.0.1:$hook_port/done";
+    my @ids = map { $F[0]->post_json('/v1/c',
+                        { inputs => { prompt => "takeover $_ " . rand, steps => 2 },
+                          webhook => $hook }, %auth)->{json}{id} // '' } 1 .. 5;
     ok(wait_for(5, sub { defined on_sim($ids[0]) && defined on_sim($ids[1]) }),
        'two run on the backends');
     my @rows = psql("select status from flowscale.runs where id in ("
@@ -367,6 +405,13 @@ subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none
     is_deeply([ map { $n->{$_} // 0 } @ids ], [ (1) x 5 ], 'each prompt submitted once');
     my $s = count_by_id('run_start');
     is_deeply([ map { $s->{$_} // 0 } @ids ], [ (1) x 5 ], 'each run executed once');
+    my %want = map { $_ => 1 } @ids;
+    ok(wait_for(10, sub { 5 == grep { $want{ $_->{id} // '' } } hooks() }),
+       'every webhook was delivered, by the fronts that took the runs over');
+    my %hooked = map { ($_->{id} // '') => $_->{status} } hooks();
+    is_deeply([ map { $hooked{$_} // '' } @ids ],
+              [ 'succeeded', 'canceled', ('succeeded') x 3 ],
+              '... each with the final run');
     slow(0);
     my $res = post_run($F[2], { prompt => 'after', steps => 1 },
                        headers => { Prefer => 'wait=10' });
