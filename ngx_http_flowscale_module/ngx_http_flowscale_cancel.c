@@ -38,13 +38,14 @@ static const char  *ngx_http_flowscale_cancel_sql =
     "AND project = $2 AND deployment = $3), "
     "c AS (UPDATE flowscale.runs SET status = 'canceled', "
     "finished_at = now() WHERE id = $1::uuid AND project = $2 "
-    "AND deployment = $3 AND status = 'queued' RETURNING status), "
+    "AND deployment = $3 AND status = 'queued' RETURNING backend), "
     "f AS (UPDATE flowscale.runs SET cancel_requested = true "
     "WHERE id = $1::uuid AND project = $2 AND deployment = $3 "
     "AND status = 'running' RETURNING status) "
     "SELECT (SELECT count(*) FROM c), (SELECT status FROM r), "
     "(SELECT pg_notify('flowscale_runs', 'cancel:' || $1) FROM r "
-    "WHERE r.status IN ('queued', 'running')), (SELECT count(*) FROM f)";
+    "WHERE r.status IN ('queued', 'running')), (SELECT count(*) FROM f), "
+    "(SELECT coalesce(backend, '') FROM c)";
 
 
 typedef struct {
@@ -68,6 +69,8 @@ static void ngx_http_flowscale_cancel_quiet_done(void *data, PGresult *res,
     const char *error);
 static ngx_int_t ngx_http_flowscale_cancel_flying(ngx_http_request_t *r,
     ngx_str_t *id);
+static void ngx_http_flowscale_cancel_drop(PGresult *res, ngx_str_t *id,
+    ngx_log_t *log);
 static void ngx_http_flowscale_cancel_poll(ngx_event_t *ev);
 static void ngx_http_flowscale_cancel_polled(void *data, PGresult *res,
     const char *error);
@@ -239,7 +242,7 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
     ctx->query = NULL;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
-        || PQntuples(res) != 1 || PQnfields(res) != 4)
+        || PQntuples(res) != 1 || PQnfields(res) != 5)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "flowscale: cannot cancel run %V: %s", &ctx->id,
@@ -315,7 +318,12 @@ ngx_http_flowscale_cancel_recorded(void *data, PGresult *res,
     }
 
     if (run == NULL) {
-        /* queued on another front, or only in PostgreSQL: done */
+        /*
+         * Queued on another front, or only in PostgreSQL: done.  If that
+         * front had handed it to a backend already, the backend drops it
+         * (that front does too, if it is alive to hear of it).
+         */
+        ngx_http_flowscale_cancel_drop(res, &ctx->id, r->connection->log);
         ngx_http_flowscale_finalize(r,
             ngx_http_flowscale_send_run(r, ctx->flcf, &ctx->id, NGX_HTTP_OK));
         return;
@@ -361,6 +369,25 @@ ngx_http_flowscale_cancel_flying(ngx_http_request_t *r, ngx_str_t *id)
     }
 
     return ngx_http_flowscale_wait(r, id, NGX_HTTP_FLOWSCALE_CANCEL_WAIT);
+}
+
+
+/* column 4 of the cancel statement: the backend a queued run had */
+
+static void
+ngx_http_flowscale_cancel_drop(PGresult *res, ngx_str_t *id, ngx_log_t *log)
+{
+    ngx_str_t                   name;
+    ngx_http_flowscale_peer_t  *peer;
+
+    name.data = (u_char *) PQgetvalue(res, 0, 4);
+    name.len = PQgetlength(res, 0, 4);
+
+    peer = name.len ? ngx_http_flowscale_dispatch_peer(&name) : NULL;
+
+    if (peer) {
+        ngx_http_flowscale_backend_drop(peer, id, log);
+    }
 }
 
 

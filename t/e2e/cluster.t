@@ -37,7 +37,7 @@ postgres();
 psql("select flowscale.create_project('fleet')");
 my $key = psql("select flowscale.create_api_key('fleet', 'cluster')");
 
-simulator($_, step_time => 0.02) for qw(simA simB);
+simulator($_, step_time => 0.02) for qw(simA simB simC);
 
 # a webhook receiver: every body it gets, a line in $Hooks
 my $Hooks = File::Temp->new(SUFFIX => '.log')->filename;
@@ -79,6 +79,7 @@ my $HTTP = <<"HTTP";
 
     upstream gpus { server 127.0.0.1:\$TEST_NGINX_SIMA_PORT;
                     server 127.0.0.1:\$TEST_NGINX_SIMB_PORT; }
+    upstream one  { server 127.0.0.1:\$TEST_NGINX_SIMC_PORT; }
 
     server {
         listen 127.0.0.1:\@PORT\@;
@@ -95,6 +96,16 @@ my $HTTP = <<"HTTP";
             flowscale_backend_depth 1;
             flowscale_app        public;
             flowscale_webhook_allow 127.0.0.1;
+        }
+
+        location /v1/d {
+            flowscale_deployment d;
+            flowscale_workflow   $WF/txt2img.json;
+            flowscale_input      prompt  6.text   required;
+            flowscale_input      steps   3.steps  min=1 max=50;
+            flowscale_output     result  9;
+            flowscale_backend    one;
+            flowscale_backend_depth 2;
         }
 
         location = /flowscale/status { flowscale_status; }
@@ -364,6 +375,11 @@ subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none
         psql("select count(*) from flowscale.runs where status in ('queued', 'running')") == 0
     }), 'no run left over from before');
     slow(6);
+    sim_faults('simC', { slow => 4 });
+    # on backend C: one running, one waiting in ComfyUI's own queue
+    my @d = map { $F[0]->post_json('/v1/d', { inputs => { prompt => "d $_ " . rand,
+                                                          steps => 2 } }, %auth)
+                  ->{json}{id} // '' } 1 .. 2;
     my $hook = "http://127.0.0.1:$hook_port/done";
     my @ids = map { $F[0]->post_json('/v1/c',
                         { inputs => { prompt => "takeover $_ " . rand, steps => 2 },
@@ -387,8 +403,21 @@ subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none
     is($del->{status}, 200, 'DELETE of a running run of the dead front: 200')
         or diag $del->{content};
     is($del->{json}{status}, 'canceled', 'canceled once taken over');
-    slow(0.5);
 
+    # a run the dead front had handed to a backend, still in its queue
+    $del = $F[2]->request('DELETE', "/v1/d/runs/$d[1]", %auth);
+    is($del->{json}{status}, 'canceled', 'DELETE of a run waiting in a backend\'s queue: canceled');
+    ok(wait_for(3, sub { grep { ($_->{prompt_id} // '') eq $d[1] }
+                         sim_events('simC', 'delete') }),
+       '... and removed from that queue');
+    slow(0.5);
+    sim_faults('simC', { slow => 0.5 });
+    my $d0;
+    wait_for(20, sub {
+        $d0 = $F[2]->get("/v1/d/runs/$d[0]", %auth)->{json}{status} // '';
+        return finished($d0);
+    });
+    is($d0, 'succeeded', 'the run before it on that backend succeeded');
     my @st = poll_all($F[1], \@ids, 40);
     is_deeply(\@st, [ 'succeeded', 'canceled', ('succeeded') x 3 ],
               'every other run succeeded (read on front 2)')
@@ -405,6 +434,8 @@ subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none
     is_deeply([ map { $n->{$_} // 0 } @ids ], [ (1) x 5 ], 'each prompt submitted once');
     my $s = count_by_id('run_start');
     is_deeply([ map { $s->{$_} // 0 } @ids ], [ (1) x 5 ], 'each run executed once');
+    ok(!grep({ ($_->{prompt_id} // '') eq $d[1] } sim_events('simC', 'run_start')),
+       'the canceled one never ran');
     my %want = map { $_ => 1 } @ids;
     ok(wait_for(10, sub { 5 == grep { $want{ $_->{id} // '' } } hooks() }),
        'every webhook was delivered, by the fronts that took the runs over');
