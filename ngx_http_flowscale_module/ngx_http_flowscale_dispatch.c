@@ -92,6 +92,8 @@ struct ngx_http_flowscale_job_s {
     void                           *data;
 
     ngx_msec_t                      started_msec;
+    ngx_msec_t                      progress_saved;
+    u_char                          progress[128];  /* JSON, or "" */
     ngx_msec_t                      history_at; /* last look at it */
     ngx_uint_t                      failures;   /* history unanswered */
 
@@ -158,6 +160,8 @@ static void ngx_http_flowscale_job_attached(void *data, ngx_int_t rc,
 static void ngx_http_flowscale_job_recheck(ngx_http_flowscale_job_t *job);
 static ngx_uint_t ngx_http_flowscale_job_canceled(
     ngx_http_flowscale_job_t *job);
+static void ngx_http_flowscale_job_progress(ngx_http_flowscale_job_t *job,
+    fs_ws_event_t *ev);
 static void ngx_http_flowscale_job_output(ngx_http_flowscale_job_t *job,
     fs_ws_event_t *ev);
 static void ngx_http_flowscale_job_history(void *data, ngx_int_t rc,
@@ -1421,6 +1425,10 @@ ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
 
         ngx_http_flowscale_runs_unlock(z);
 
+        if (ev->type == FS_WS_PROGRESS) {
+            ngx_http_flowscale_job_progress(job, ev);
+        }
+
         if (!job->started) {
             job->started = 1;
             job->started_msec = ngx_current_msec;
@@ -1446,6 +1454,50 @@ ngx_http_flowscale_job_event(ngx_http_flowscale_job_t *job,
     default:
         return;
     }
+}
+
+
+/*
+ * Progress for the other nginx fronts (GET, event streams): kept as JSON,
+ * written to PostgreSQL at most once a second, and with the run's end.
+ */
+
+static void
+ngx_http_flowscale_job_progress(ngx_http_flowscale_job_t *job,
+    fs_ws_event_t *ev)
+{
+    u_char      *p, *last;
+    size_t       len;
+    const char  *params[2];
+
+    len = ngx_min(ngx_strlen(ev->node), 16);
+    last = job->progress + sizeof(job->progress) - 1;
+
+    p = ngx_slprintf(job->progress, last, "{\"value\":%D,\"max\":%D,"
+                     "\"node\":\"", (int32_t) ev->value, (int32_t) ev->max);
+
+    if (last - p < (ssize_t) (6 * len + 2)) {
+        job->progress[0] = '\0';
+        return;
+    }
+
+    p = (u_char *) ngx_escape_json(p, (u_char *) ev->node, len);
+    *p++ = '"';
+    *p++ = '}';
+    *p = '\0';
+
+    if (ngx_current_msec - job->progress_saved < 1000) {
+        return;
+    }
+
+    job->progress_saved = ngx_current_msec;
+
+    params[0] = (char *) job->id.data;
+    params[1] = (char *) job->progress;
+
+    ngx_http_flowscale_sql_update(job,
+        "UPDATE flowscale.runs SET progress = $2 WHERE id = $1 "
+        "AND status IN ('queued', 'running')", 2, params);
 }
 
 
@@ -1781,7 +1833,7 @@ static void
 ngx_http_flowscale_job_record(ngx_http_flowscale_job_t *job)
 {
     char        *outputs, *error;
-    const char  *params[5];
+    const char  *params[6];
 
     outputs = job->outputs ? json_dumps(job->outputs, JSON_COMPACT) : NULL;
     error = job->error ? json_dumps(job->error, JSON_COMPACT) : NULL;
@@ -1791,12 +1843,14 @@ ngx_http_flowscale_job_record(ngx_http_flowscale_job_t *job)
     params[2] = outputs;
     params[3] = error;
     params[4] = (char *) job->link->peer.name.data;
+    params[5] = job->progress[0] ? (char *) job->progress : NULL;
 
     /* the backend too: earlier bookkeeping updates may arrive in any order */
     job->query = ngx_http_flowscale_pg_query(
         "UPDATE flowscale.runs SET status = $2, outputs = $3, error = $4, "
         "backend = $5, started_at = coalesce(started_at, now()), "
-        "finished_at = now() WHERE id = $1", 5, params, NULL,
+        "finished_at = now(), progress = coalesce($6::jsonb, progress) "
+        "WHERE id = $1", 6, params, NULL,
         ngx_http_flowscale_job_recorded, job, job->log);
 
     free(outputs);

@@ -2,9 +2,10 @@
 /*
  * FlowScale for nginx: the event stream of a run this nginx does not hold
  * (accepted by another nginx front, or evicted from the zone).  It follows
- * the run in PostgreSQL, once a second, and sends "queued", "started" and
- * the final event carrying the run, as the front that has the run would;
- * progress and per-output events only that front sees.
+ * the run in PostgreSQL, once a second, and sends "queued", "started",
+ * "progress" (as that front saves it, at most once a second) and the final
+ * event carrying the run, as the front that has the run would; per-output
+ * events only that front sends.
  */
 
 
@@ -27,6 +28,8 @@ typedef struct {
     ngx_event_t                     poll;
     u_char                          id[NGX_HTTP_FLOWSCALE_RUN_ID_LEN + 1];
     ngx_uint_t                      quiet;      /* polls without news */
+    int32_t                         value;      /* progress told */
+    int32_t                         max;
     unsigned                        streaming:1;
     unsigned                        queued:1;   /* told */
     unsigned                        started:1;  /* told */
@@ -38,6 +41,8 @@ static void ngx_http_flowscale_remote_read(void *data, PGresult *res,
     const char *error);
 static ngx_int_t ngx_http_flowscale_remote_tell(
     ngx_http_flowscale_remote_t *rs, ngx_http_flowscale_run_view_t *v);
+static ngx_int_t ngx_http_flowscale_remote_progress(ngx_http_request_t *r,
+    ngx_http_flowscale_run_view_t *v);
 static ngx_int_t ngx_http_flowscale_remote_send(ngx_http_request_t *r,
     const char *name, ngx_str_t *data, ngx_uint_t last);
 static void ngx_http_flowscale_remote_cleanup(void *data);
@@ -210,7 +215,23 @@ ngx_http_flowscale_remote_tell(ngx_http_flowscale_remote_t *rs,
         rs->started = 1;
         rs->quiet = 0;
         ngx_str_set(&data, "{\"status\":\"running\"}");
-        return ngx_http_flowscale_remote_send(r, "started", &data, 0);
+
+        if (ngx_http_flowscale_remote_send(r, "started", &data, 0) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (v->run.status == NGX_HTTP_FLOWSCALE_RUNNING
+        && v->run.progress_max > 0
+        && (v->run.progress_value != rs->value
+            || v->run.progress_max != rs->max))
+    {
+        rs->value = v->run.progress_value;
+        rs->max = v->run.progress_max;
+        rs->quiet = 0;
+
+        return ngx_http_flowscale_remote_progress(r, v);
     }
 
     if (++rs->quiet % NGX_HTTP_FLOWSCALE_REMOTE_HEARTBEAT == 0) {
@@ -219,6 +240,37 @@ ngx_http_flowscale_remote_tell(ngx_http_flowscale_remote_t *rs,
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_flowscale_remote_progress(ngx_http_request_t *r,
+    ngx_http_flowscale_run_view_t *v)
+{
+    size_t      len;
+    ngx_str_t   data;
+
+    len = ngx_strlen(v->run.progress_node);
+
+    data.data = ngx_pnalloc(r->pool, sizeof("{\"value\":,\"max\":,\"node\":\"\"}")
+                                     + 2 * NGX_INT32_LEN + len
+                                     + ngx_escape_json(NULL,
+                                                       v->run.progress_node,
+                                                       len));
+    if (data.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    data.len = ngx_sprintf(data.data, "{\"value\":%D,\"max\":%D,\"node\":\"",
+                           v->run.progress_value, v->run.progress_max)
+               - data.data;
+    data.len = (u_char *) ngx_escape_json(data.data + data.len,
+                                          v->run.progress_node, len)
+               - data.data;
+    data.data[data.len++] = '"';
+    data.data[data.len++] = '}';
+
+    return ngx_http_flowscale_remote_send(r, "progress", &data, 0);
 }
 
 

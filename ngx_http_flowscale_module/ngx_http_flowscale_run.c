@@ -76,7 +76,7 @@ const char  *ngx_http_flowscale_run_sql =
     "(extract(epoch FROM created_at) * 1000)::bigint, "
     "coalesce((extract(epoch FROM started_at) * 1000)::bigint, 0), "
     "coalesce((extract(epoch FROM finished_at) * 1000)::bigint, 0), "
-    "project "
+    "project, progress "
     "FROM flowscale.runs "
     "WHERE id = $1::uuid AND deployment = $2 AND project = $3";
 
@@ -565,7 +565,9 @@ ngx_http_flowscale_pg_view(PGresult *res, int row,
     ngx_http_flowscale_run_view_t *v)
 {
     char                         *s;
+    json_t                       *progress;
     ngx_uint_t                    i;
+    const char                   *node;
     ngx_http_flowscale_status_e   st;
 
     ngx_memzero(v, sizeof(ngx_http_flowscale_run_view_t));
@@ -609,6 +611,25 @@ ngx_http_flowscale_pg_view(PGresult *res, int row,
                                PQgetlength(res, row, 8));
     v->run.finished = ngx_atoof((u_char *) PQgetvalue(res, row, 9),
                                 PQgetlength(res, row, 9));
+
+    /* {"value", "max", "node"}, as the front that follows the run saw it */
+    if (!PQgetisnull(res, row, 11)) {
+        progress = json_loadb(PQgetvalue(res, row, 11),
+                              PQgetlength(res, row, 11), 0, NULL);
+
+        v->run.progress_value = (int32_t) json_integer_value(
+                                    json_object_get(progress, "value"));
+        v->run.progress_max = (int32_t) json_integer_value(
+                                  json_object_get(progress, "max"));
+        node = json_string_value(json_object_get(progress, "node"));
+
+        if (node) {
+            ngx_cpystrn(v->run.progress_node, (u_char *) node,
+                        sizeof(v->run.progress_node));
+        }
+
+        json_decref(progress);
+    }
 }
 
 

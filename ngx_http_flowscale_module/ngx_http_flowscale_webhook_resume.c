@@ -96,6 +96,10 @@ ngx_http_flowscale_webhook_resumed(void *data, PGresult *res,
 
 /* columns: those of ngx_http_flowscale_run_sql, then webhook, attempts */
 
+#define NGX_HTTP_FLOWSCALE_RESUME_WEBHOOK   12
+#define NGX_HTTP_FLOWSCALE_RESUME_ATTEMPTS  13
+
+
 static void
 ngx_http_flowscale_webhook_resume_one(PGresult *res, int row)
 {
@@ -130,10 +134,13 @@ ngx_http_flowscale_webhook_resume_one(PGresult *res, int row)
 
         project.data = v.run.project;
         project.len = ngx_strlen(v.run.project);
-        url.data = (u_char *) PQgetvalue(res, row, 11);
-        url.len = PQgetlength(res, row, 11);
-        attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 12),
-                            PQgetlength(res, row, 12));
+        url.data = (u_char *) PQgetvalue(res, row,
+                                         NGX_HTTP_FLOWSCALE_RESUME_WEBHOOK);
+        url.len = PQgetlength(res, row, NGX_HTTP_FLOWSCALE_RESUME_WEBHOOK);
+        attempts = ngx_atoi((u_char *) PQgetvalue(res, row,
+                                NGX_HTTP_FLOWSCALE_RESUME_ATTEMPTS),
+                            PQgetlength(res, row,
+                                NGX_HTTP_FLOWSCALE_RESUME_ATTEMPTS));
 
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "flowscale: webhook of run %V resumed after %i "

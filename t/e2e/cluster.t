@@ -262,15 +262,20 @@ subtest 'submit on one front; read run, events and output on the others' => sub 
 };
 
 subtest 'an event stream on another front follows the run to its end' => sub {
-    slow(1);
-    my $res = post_run($F[0], { prompt => 'stream ' . rand, steps => 2 });
+    slow(3);
+    my $res = post_run($F[0], { prompt => 'stream ' . rand, steps => 10 });
     my $id = $res->{json}{id} // '';
     my $t0 = time;
+    ok(wait_for(5, sub { (get_run($F[2], $id)->{json}{progress}{value} // 0) > 0 }),
+       'GET on front 3 shows its progress while it runs');
     my $ev = $F[1]->get("/v1/c/runs/$id/events", %auth);
     is($ev->{status}, 200, 'front 2: 200');
     like($ev->{headers}{'content-type'} // '', qr{^text/event-stream}, 'text/event-stream');
     my @names = ($ev->{content} // '') =~ /^event: (\w+)$/mg;
     ok(scalar(grep { $_ eq 'started' } @names), 'a started event') or diag "@names";
+    my ($p) = ($ev->{content} // '') =~ /event: progress\ndata: (.*)\n/;
+    is(eval { $J->decode($p)->{max} }, 10, 'progress events, out of 10 steps')
+        or diag $ev->{content};
     is($names[-1], 'succeeded', 'and the final event');
     my ($data) = ($ev->{content} // '') =~ /event: succeeded\ndata: (.*)\n/;
     is(eval { $J->decode($data)->{id} }, $id, 'carrying the run');
