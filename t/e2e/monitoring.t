@@ -599,8 +599,10 @@ HTTP
     diag(sprintf 'metrics render: median %.3f ms, max %.3f ms; status: '
          . 'median %.3f ms, max %.3f ms', 1000 * $m[10], 1000 * $m[-1],
          1000 * $s[10], 1000 * $s[-1]);
-    ok($m[10] < 0.001, 'metrics render in under 1 ms (median)');
-    ok($s[10] < 0.001, 'status renders in under 1 ms (median)');
+    # sanitizer builds run several times slower: the budget scales with them
+    my $ms = ($ENV{TEST_NGINX_BINARY} // '') =~ /asan/ ? 5 : 1;
+    ok($m[10] < $ms / 1000, "metrics render in under $ms ms (median)");
+    ok($s[10] < $ms / 1000, "status renders in under $ms ms (median)");
     $big->stop;
 };
 
