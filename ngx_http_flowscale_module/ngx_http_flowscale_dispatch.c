@@ -2110,9 +2110,15 @@ ngx_http_flowscale_claimed(void *data, PGresult *res, const char *error)
 
     claimed = PQgetvalue(res, 0, 0);
 
-    if (ngx_strcmp(claimed, "full") == 0) {
-        /* other fronts filled it: full here too until the next count */
-        ngx_http_flowscale_backend_full(job->link, job->flcf);
+    if (ngx_strcmp(claimed, "full") == 0
+        || ngx_strcmp(claimed, "stopped") == 0)
+    {
+        if (claimed[0] == 'f') {
+            /* other fronts filled it: full here too until the next count */
+            ngx_http_flowscale_backend_full(job->link, job->flcf);
+        }
+
+        /* a stopped deployment's run waits; the registry stops the queue */
         ngx_http_flowscale_release(job->link);
         ngx_http_flowscale_requeue(&job->id);
         ngx_http_flowscale_job_notify(job, NGX_ERROR, NULL);

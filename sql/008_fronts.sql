@@ -95,7 +95,8 @@ $$;
 
 
 -- Before a run goes to a backend: records the backend, if the run is
--- still this front's and unfinished ('gone' otherwise), and, when p_depth
+-- still this front's and unfinished ('gone' otherwise) and its deployment
+-- is not stopped ('stopped': it waits), and, when p_depth
 -- is given (several fronts), only if fewer than p_depth runs are on that
 -- backend across all fronts ('full' otherwise).  The advisory lock makes
 -- concurrent claims on one backend take turns.  With p_fetch, the prompt
@@ -107,6 +108,16 @@ CREATE OR REPLACE FUNCTION flowscale.claim_run(
 LANGUAGE plpgsql
 AS $$
 BEGIN
+    IF EXISTS (SELECT 1 FROM flowscale.runs r
+               JOIN flowscale.deployments d
+                 ON d.project = r.project AND d.name = r.deployment
+                AND d.stopped
+               WHERE r.id = p_id)
+    THEN
+        claimed := 'stopped';
+        RETURN;
+    END IF;
+
     IF p_depth IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('flowscale.backend:'
                                                || p_backend));

@@ -349,7 +349,7 @@ subtest 'key revocation and deployment stop reach every front within a second' =
        sprintf('refused on every front (%.2fs)', time - $t0));
     is($_->get('/v1/c/runs', %h)->{status}, 403, "$_->{name}: 403") for @F;
 
-    slow(1);
+    slow(3);
     my @ids = map { post_run($F[0], { prompt => "stop $_ " . rand, steps => 2 })
                     ->{json}{id} // '' } 1 .. 3;
     ok(wait_for(5, sub { defined on_sim($ids[0]) && defined on_sim($ids[1]) }),
@@ -401,20 +401,21 @@ subtest 'a front killed (SIGKILL) with runs queued and running: taken over, none
     ok(wait_for(5, sub { !grep { kill 0, $_ } @w }), 'front 1 is gone');
     my $t0 = time;
 
-    # a running run canceled while its front is dead: the front that
-    # takes it over ends it
-    my $del = $F[1]->request('DELETE', "/v1/c/runs/$ids[1]", %auth,
-                             timeout => 20);
-    is($del->{status}, 200, 'DELETE of a running run of the dead front: 200')
-        or diag $del->{content};
-    is($del->{json}{status}, 'canceled', 'canceled once taken over');
-
     # a run the dead front had handed to a backend, still in its queue
-    $del = $F[2]->request('DELETE', "/v1/d/runs/$d[1]", %auth);
+    my $del = $F[2]->request('DELETE', "/v1/d/runs/$d[1]", %auth);
     is($del->{json}{status}, 'canceled', 'DELETE of a run waiting in a backend\'s queue: canceled');
     ok(wait_for(3, sub { grep { ($_->{prompt_id} // '') eq $d[1] }
                          sim_events('simC', 'delete') }),
        '... and removed from that queue');
+
+    # a running run canceled while its front is dead: the front that
+    # takes it over ends it
+    $del = $F[1]->request('DELETE', "/v1/c/runs/$ids[1]", %auth,
+                          timeout => 20);
+    is($del->{status}, 200, 'DELETE of a running run of the dead front: 200')
+        or diag $del->{content};
+    is($del->{json}{status}, 'canceled', 'canceled once taken over');
+
     slow(0.5);
     sim_faults('simC', { slow => 0.5 });
     my $d0;
