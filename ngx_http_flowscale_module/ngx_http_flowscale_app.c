@@ -293,10 +293,10 @@ static ngx_int_t
 ngx_http_flowscale_app_json(ngx_http_request_t *r,
     ngx_http_flowscale_loc_conf_t *flcf)
 {
-    char             *text, desc[256];
+    char              desc[256];
     size_t            i;
     json_t           *app, *inputs, *outputs, *in, *cur;
-    ngx_str_t         body, ct;
+    ngx_str_t         ct;
     fs_input_t       *fi;
     fs_deployment_t  *d;
 
@@ -357,27 +357,9 @@ ngx_http_flowscale_app_json(ngx_http_request_t *r,
                     "inputs", inputs,
                     "outputs", outputs);
 
-    text = app ? json_dumps(app, JSON_COMPACT) : NULL;
-    json_decref(app);
-
-    if (text == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body.len = ngx_strlen(text);
-    body.data = ngx_pnalloc(r->pool, body.len);
-
-    if (body.data == NULL) {
-        free(text);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(body.data, text, body.len);
-    free(text);
-
     ngx_str_set(&ct, "application/json");
 
-    return ngx_http_flowscale_send_json(r, NGX_HTTP_OK, &ct, &body);
+    return ngx_http_flowscale_send_value(r, NGX_HTTP_OK, &ct, app, 0);
 }
 
 

@@ -1967,30 +1967,9 @@ static ngx_int_t
 ngx_http_flowscale_gr_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *v)
 {
-    char       *text;
-    ngx_str_t   body;
-
-    text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_decref(v);
-
-    if (text == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body.len = ngx_strlen(text);
-    body.data = ngx_pnalloc(r->pool, body.len);
-
-    if (body.data == NULL) {
-        free(text);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(body.data, text, body.len);
-    free(text);
-
-    return ngx_http_flowscale_send_json(r, status,
-                                        &ngx_http_flowscale_gr_json_type,
-                                        &body);
+    return ngx_http_flowscale_send_value(r, status,
+                                         &ngx_http_flowscale_gr_json_type,
+                                         v, 0);
 }
 
 

@@ -190,9 +190,7 @@ ngx_http_flowscale_list_send(ngx_http_request_t *r,
     ngx_http_flowscale_list_ctx_t *ctx, PGresult *res)
 {
     u_char           *p;
-    char             *text;
     json_t           *runs, *reply;
-    ngx_str_t         body;
     const char       *cursor;
     ngx_table_elt_t  *h;
 
@@ -243,29 +241,11 @@ ngx_http_flowscale_list_send(ngx_http_request_t *r,
         h->value.len = p - h->value.data;
     }
 
-    text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
-
     json_decref(runs);
-    json_decref(reply);
 
-    if (text == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body.len = ngx_strlen(text);
-    body.data = ngx_pnalloc(r->pool, body.len + 1);
-
-    if (body.data == NULL) {
-        free(text);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(body.data, text, body.len);
-    body.data[body.len++] = '\n';
-    free(text);
-
-    return ngx_http_flowscale_send_json(r, NGX_HTTP_OK,
-                                        &ngx_http_flowscale_json_type, &body);
+    return ngx_http_flowscale_send_value(r, NGX_HTTP_OK,
+                                         &ngx_http_flowscale_json_type,
+                                         reply, 1);
 }
 
 

@@ -142,6 +142,9 @@ ngx_int_t ngx_http_flowscale_problem_errors(ngx_http_request_t *r,
     const char *detail, json_t *errors);
 ngx_int_t ngx_http_flowscale_unavailable(ngx_http_request_t *r);
 void ngx_http_flowscale_finalize(ngx_http_request_t *r, ngx_int_t rc);
+ngx_int_t ngx_http_flowscale_send_value(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *content_type, json_t *v,
+    ngx_uint_t newline);
 ngx_int_t ngx_http_flowscale_sse_start(ngx_http_request_t *r);
 ngx_uint_t ngx_http_flowscale_is_run_id(ngx_str_t *id);
 ngx_int_t ngx_http_flowscale_add_header(ngx_http_request_t *r,

@@ -61,6 +61,44 @@ ngx_http_flowscale_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /*
+ * A JSON value as the whole answer, compact; it takes v (NULL: out of
+ * memory).  newline: a final "\n", for people reading it with curl.
+ */
+
+ngx_int_t
+ngx_http_flowscale_send_value(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *content_type, json_t *v, ngx_uint_t newline)
+{
+    char       *text;
+    ngx_str_t   body;
+
+    text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+
+    if (text == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.len = ngx_strlen(text);
+    body.data = ngx_pnalloc(r->pool, body.len + 1);
+
+    if (body.data == NULL) {
+        free(text);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(body.data, text, body.len);
+    free(text);
+
+    if (newline) {
+        body.data[body.len++] = '\n';
+    }
+
+    return ngx_http_flowscale_send_json(r, status, content_type, &body);
+}
+
+
+/*
  * {"type": "urn:flowscale:problem:SLUG", "title": ..., "status": ...,
  *  "detail": ..., "instance": URI}
  */
@@ -80,9 +118,7 @@ ngx_int_t
 ngx_http_flowscale_problem_errors(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, const char *title, const char *detail, json_t *errors)
 {
-    char      *text;
-    json_t    *problem;
-    ngx_str_t  body;
+    json_t  *problem;
 
     problem = json_pack("{s:s+, s:s, s:i, s:s, s:s%}",
                         "type", NGX_HTTP_FLOWSCALE_PROBLEM_BASE, type,
@@ -98,28 +134,9 @@ ngx_http_flowscale_problem_errors(ngx_http_request_t *r, ngx_uint_t status,
         json_object_set(problem, "errors", errors);
     }
 
-    text = json_dumps(problem, JSON_COMPACT);
-    json_decref(problem);
-
-    if (text == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body.len = ngx_strlen(text);
-    body.data = ngx_pnalloc(r->pool, body.len + 1);
-
-    if (body.data == NULL) {
-        free(text);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(body.data, text, body.len);
-    body.data[body.len++] = '\n';
-    free(text);
-
-    return ngx_http_flowscale_send_json(r, status,
-                                        &ngx_http_flowscale_problem_type,
-                                        &body);
+    return ngx_http_flowscale_send_value(r, status,
+                                         &ngx_http_flowscale_problem_type,
+                                         problem, 1);
 }
 
 
