@@ -171,14 +171,8 @@ ngx_http_flowscale_run_routes(ngx_http_request_t *r,
     ngx_int_t   rc;
     ngx_str_t   id;
 
-    p = rest->data + sizeof("/runs/") - 1;
+    p = ngx_http_flowscale_route_run_id(rest, &id);
     last = rest->data + rest->len;
-
-    id.data = p;
-    while (p < last && *p != '/') {
-        p++;
-    }
-    id.len = p - id.data;
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
@@ -286,4 +280,26 @@ ngx_http_flowscale_not_allowed(ngx_http_request_t *r, const char *allow)
     return ngx_http_flowscale_problem(r, NGX_HTTP_NOT_ALLOWED,
                "method-not-allowed", "Method Not Allowed",
                "See the Allow header for the methods of this resource.");
+}
+
+
+/* rest: "/runs/ID[/...]"; the id, and where it ends */
+
+u_char *
+ngx_http_flowscale_route_run_id(ngx_str_t *rest, ngx_str_t *id)
+{
+    u_char  *p, *last;
+
+    p = rest->data + sizeof("/runs/") - 1;
+    last = rest->data + rest->len;
+
+    id->data = p;
+
+    while (p < last && *p != '/') {
+        p++;
+    }
+
+    id->len = p - id->data;
+
+    return p;
 }

@@ -404,14 +404,8 @@ ngx_http_flowscale_app_runs(ngx_http_request_t *r,
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    p = rest->data + sizeof("/runs/") - 1;
+    p = ngx_http_flowscale_route_run_id(rest, &id);
     last = rest->data + rest->len;
-
-    id.data = p;
-    while (p < last && *p != '/') {
-        p++;
-    }
-    id.len = p - id.data;
 
     /* only runs without a key: the app's own, never an API caller's */
     z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);

@@ -147,6 +147,7 @@ ngx_int_t ngx_http_flowscale_send_value(ngx_http_request_t *r,
     ngx_uint_t newline);
 ngx_int_t ngx_http_flowscale_sse_start(ngx_http_request_t *r);
 ngx_uint_t ngx_http_flowscale_is_run_id(ngx_str_t *id);
+u_char *ngx_http_flowscale_route_run_id(ngx_str_t *rest, ngx_str_t *id);
 ngx_int_t ngx_http_flowscale_add_header(ngx_http_request_t *r,
     const char *key, ngx_str_t *value);
 ngx_table_elt_t *ngx_http_flowscale_header_in(ngx_http_request_t *r,

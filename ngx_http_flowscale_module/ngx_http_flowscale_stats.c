@@ -1282,7 +1282,6 @@ ngx_http_flowscale_status_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_flowscale_request_run(ngx_http_request_t *r, ngx_str_t *id)
 {
-    u_char                         *p;
     ngx_str_t                      *created, rest;
     ngx_uint_t                      status;
     ngx_http_flowscale_loc_conf_t  *flcf;
@@ -1326,26 +1325,9 @@ ngx_http_flowscale_request_run(ngx_http_request_t *r, ngx_str_t *id)
         return NGX_DECLINED;
     }
 
-    p = rest.data + sizeof("/runs/") - 1;
+    (void) ngx_http_flowscale_route_run_id(&rest, id);
 
-    if (p + NGX_HTTP_FLOWSCALE_RUN_ID_LEN < rest.data + rest.len
-        && p[NGX_HTTP_FLOWSCALE_RUN_ID_LEN] != '/')
-    {
-        return NGX_DECLINED;
-    }
-
-    for (status = 0; status < NGX_HTTP_FLOWSCALE_RUN_ID_LEN; status++) {
-        if (!(p[status] == '-' || (p[status] >= '0' && p[status] <= '9')
-              || (p[status] >= 'a' && p[status] <= 'f')))
-        {
-            return NGX_DECLINED;
-        }
-    }
-
-    id->data = p;
-    id->len = NGX_HTTP_FLOWSCALE_RUN_ID_LEN;
-
-    return NGX_OK;
+    return ngx_http_flowscale_is_run_id(id) ? NGX_OK : NGX_DECLINED;
 }
 
 
