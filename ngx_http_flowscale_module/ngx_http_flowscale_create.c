@@ -823,13 +823,18 @@ ngx_http_flowscale_admit(ngx_http_flowscale_admission_t *a,
     ngx_http_flowscale_job_t **job)
 {
     ngx_int_t                   rc;
-    ngx_str_t                   json;
+    ngx_str_t                   json, version;
     ngx_http_flowscale_zone_t  *z;
     ngx_http_flowscale_run_t   *run;
+
+    static ngx_str_t  no_key = ngx_null_string;
 
     ngx_http_flowscale_stats_run_accepted(a->flcf);   /* issue 7 */
 
     z = ngx_http_flowscale_zone_get((ngx_cycle_t *) ngx_cycle);
+
+    version.data = (u_char *) a->flcf->deployment->version;
+    version.len = ngx_strlen(version.data);
 
     json.data = (u_char *) a->inputs;
     json.len = ngx_strlen(a->inputs);
@@ -839,24 +844,11 @@ ngx_http_flowscale_admit(ngx_http_flowscale_admission_t *a,
     run = ngx_http_flowscale_runs_insert(z, a->id, &json);
 
     if (run) {
-        ngx_cpystrn(run->project, a->flcf->project.data,
-                    ngx_min(a->flcf->project.len + 1, sizeof(run->project)));
-        ngx_cpystrn(run->deployment, a->flcf->name.data,
-                    ngx_min(a->flcf->name.len + 1, sizeof(run->deployment)));
-        ngx_cpystrn(run->version, (u_char *) a->flcf->deployment->version,
-                    sizeof(run->version));
-
-        if (a->key) {
-            ngx_cpystrn(run->key_id, a->key->data,
-                        ngx_min(a->key->len + 1, sizeof(run->key_id)));
-            run->key_counted = a->key_counted;
-        }
-
-        if (a->webhook->len) {
-            (void) ngx_http_flowscale_runs_set_json(z, &run->webhook,
-                                                    a->webhook->data,
-                                                    a->webhook->len);
-        }
+        (void) ngx_http_flowscale_runs_label(z, run, &a->flcf->project,
+                                             &a->flcf->name, &version,
+                                             a->key ? a->key : &no_key,
+                                             a->webhook);
+        run->key_counted = a->key ? a->key_counted : 0;
     }
 
     ngx_http_flowscale_runs_unlock(z);

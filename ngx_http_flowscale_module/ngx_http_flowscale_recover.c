@@ -28,6 +28,8 @@ static void ngx_http_flowscale_recover_page(const char *after_created,
 static void ngx_http_flowscale_recovered(void *data, PGresult *res,
     const char *error);
 static void ngx_http_flowscale_recover_run(PGresult *res, int row);
+static ngx_str_t *ngx_http_flowscale_pg_str(PGresult *res, int row, int col,
+    ngx_str_t *s);
 
 
 static ngx_uint_t  ngx_http_flowscale_recovering;
@@ -145,7 +147,8 @@ ngx_http_flowscale_recovered(void *data, PGresult *res, const char *error)
 static void
 ngx_http_flowscale_recover_run(PGresult *res, int row)
 {
-    ngx_str_t                       id, inputs, backend;
+    ngx_str_t                       id, inputs, backend, project;
+    ngx_str_t                       deployment, version, key_id, webhook;
     ngx_uint_t                      known;
     ngx_http_flowscale_run_t       *run;
     ngx_http_flowscale_zone_t      *z;
@@ -182,27 +185,20 @@ ngx_http_flowscale_recover_run(PGresult *res, int row)
     }
 
     if (run && !known) {
-        ngx_cpystrn(run->project, (u_char *) PQgetvalue(res, row, 1),
-                    sizeof(run->project));
-        ngx_cpystrn(run->deployment, (u_char *) PQgetvalue(res, row, 2),
-                    sizeof(run->deployment));
-        ngx_cpystrn(run->version, (u_char *) PQgetvalue(res, row, 3),
-                    sizeof(run->version));
         run->created = ngx_atoof((u_char *) PQgetvalue(res, row, 6),
                                  PQgetlength(res, row, 6));
 
         /* DELETE reached a front that was gone: its follower ends it */
         run->cancel = (PQgetvalue(res, row, 8)[0] == 't');
 
-        /* for its webhook and the usage of its key when it ends */
-        ngx_cpystrn(run->key_id, (u_char *) PQgetvalue(res, row, 10),
-                    sizeof(run->key_id));
-
-        if (PQgetlength(res, row, 9)
-            && ngx_http_flowscale_runs_set_json(z, &run->webhook,
-                   (u_char *) PQgetvalue(res, row, 9),
-                   PQgetlength(res, row, 9))
-               != NGX_OK)
+        /* for its webhook and the fair share of its key */
+        if (ngx_http_flowscale_runs_label(z, run,
+                ngx_http_flowscale_pg_str(res, row, 1, &project),
+                ngx_http_flowscale_pg_str(res, row, 2, &deployment),
+                ngx_http_flowscale_pg_str(res, row, 3, &version),
+                ngx_http_flowscale_pg_str(res, row, 10, &key_id),
+                ngx_http_flowscale_pg_str(res, row, 9, &webhook))
+            != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                           "flowscale: the zone is full; the webhook of run "
@@ -223,4 +219,14 @@ ngx_http_flowscale_recover_run(PGresult *res, int row)
     }
 
     (void) ngx_http_flowscale_dispatch_attach(flcf, &id, &backend, 0);
+}
+
+
+static ngx_str_t *
+ngx_http_flowscale_pg_str(PGresult *res, int row, int col, ngx_str_t *s)
+{
+    s->data = (u_char *) PQgetvalue(res, row, col);
+    s->len = PQgetlength(res, row, col);
+
+    return s;
 }

@@ -525,6 +525,35 @@ ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
 
 
 /*
+ * Whose a new run is, with the lock held: key_id and webhook may be empty.
+ * NGX_ERROR only when the zone has no room for the webhook.
+ */
+
+ngx_int_t
+ngx_http_flowscale_runs_label(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run, ngx_str_t *project,
+    ngx_str_t *deployment, ngx_str_t *version, ngx_str_t *key_id,
+    ngx_str_t *webhook)
+{
+    ngx_cpystrn(run->project, project->data,
+                ngx_min(project->len + 1, sizeof(run->project)));
+    ngx_cpystrn(run->deployment, deployment->data,
+                ngx_min(deployment->len + 1, sizeof(run->deployment)));
+    ngx_cpystrn(run->version, version->data,
+                ngx_min(version->len + 1, sizeof(run->version)));
+    ngx_cpystrn(run->key_id, key_id->data,
+                ngx_min(key_id->len + 1, sizeof(run->key_id)));
+
+    if (webhook->len == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_flowscale_runs_set_json(z, &run->webhook, webhook->data,
+                                            webhook->len);
+}
+
+
+/*
  * A run that is not this nginx's any more (another front took it over):
  * it leaves the zone, and readers find it in PostgreSQL.
  */

@@ -221,6 +221,10 @@ ngx_int_t ngx_http_flowscale_runs_set_json(ngx_http_flowscale_zone_t *z,
     ngx_str_t *field, u_char *data, size_t len);
 void ngx_http_flowscale_runs_finish(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run, ngx_http_flowscale_status_e status);
+ngx_int_t ngx_http_flowscale_runs_label(ngx_http_flowscale_zone_t *z,
+    ngx_http_flowscale_run_t *run, ngx_str_t *project,
+    ngx_str_t *deployment, ngx_str_t *version, ngx_str_t *key_id,
+    ngx_str_t *webhook);
 void ngx_http_flowscale_runs_forget(ngx_http_flowscale_zone_t *z,
     ngx_http_flowscale_run_t *run);
 void ngx_http_flowscale_runs_changed(ngx_http_flowscale_zone_t *z);
