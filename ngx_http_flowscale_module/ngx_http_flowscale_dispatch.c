@@ -764,18 +764,7 @@ ngx_http_flowscale_release_named(ngx_str_t *name)
 static void
 ngx_http_flowscale_release(ngx_http_flowscale_link_t *link)
 {
-    ngx_http_flowscale_backend_slot_t  *slot;
-    ngx_http_flowscale_dispatcher_t    *ds = &ngx_http_flowscale_dispatcher;
-
-    ngx_http_flowscale_runs_lock(ds->zone);
-
-    slot = ngx_http_flowscale_runs_backend(ds->zone, &link->peer.name);
-
-    if (slot && slot->outstanding > 0) {
-        slot->outstanding--;
-    }
-
-    ngx_http_flowscale_runs_unlock(ds->zone);
+    ngx_http_flowscale_release_named(&link->peer.name);
 }
 
 
